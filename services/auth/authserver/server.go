@@ -1,0 +1,46 @@
+package authserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	authv1 "github.com/chatrt/chat/gen/chat/auth/v1"
+	"github.com/chatrt/chat/platform"
+	"github.com/redis/go-redis/v9"
+)
+
+// Run connects to Redis, listens on the configured addresses and serves until ctx is done.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	rdb, err := platform.NewRedis(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	grpcLis, metricsLis, err := cfg.Listen()
+	if err != nil {
+		return err
+	}
+	return Serve(ctx, cfg, log, rdb, grpcLis, metricsLis)
+}
+
+// Serve serves the auth service on the given listeners (metricsLis may be nil) until ctx is
+// done.
+func Serve(ctx context.Context, cfg Config, log *slog.Logger, rdb redis.UniversalClient, grpcLis, metricsLis net.Listener) error {
+	svc, err := NewService(log, cfg, rdb)
+	if err != nil {
+		return fmt.Errorf("auth service: %w", err)
+	}
+	srv := platform.NewServer(log, cfg.Config)
+	srv.Register(&authv1.AuthService_ServiceDesc, svc)
+	log.Info("auth service listening", "grpc", grpcLis.Addr().String(), "metrics", addrOf(metricsLis))
+	return srv.Serve(ctx, grpcLis, metricsLis, rdb)
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
