@@ -58,7 +58,7 @@ func testConfig(prefix string) Config {
 
 // start serves the auth service with cfg (its Redis prefix filled in unless set) and stops it
 // when the test ends.
-func start(t *testing.T, edit func(*Config)) *harness {
+func start(t testing.TB, edit func(*Config)) *harness {
 	t.Helper()
 	probe := redistest.Client(t)
 	prefix := redistest.Prefix(t, probe)
@@ -113,7 +113,7 @@ func start(t *testing.T, edit func(*Config)) *harness {
 	}
 }
 
-func callCtx(t *testing.T) context.Context {
+func callCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -127,7 +127,7 @@ func wantCode(t *testing.T, err error, want codes.Code) {
 	}
 }
 
-func (h *harness) register(t *testing.T, name, password string) *authv1.RegisterResponse {
+func (h *harness) register(t testing.TB, name, password string) *authv1.RegisterResponse {
 	t.Helper()
 	resp, err := h.client.Register(callCtx(t), &authv1.RegisterRequest{Username: name, Password: password})
 	if err != nil {
@@ -548,5 +548,23 @@ func TestConfigFromArgsAndEnv(t *testing.T) {
 	}
 	if _, err := ConfigFromArgs([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v, want flag.ErrHelp", err)
+	}
+}
+
+// BenchmarkLoginFailure compares a wrong password with an unknown user: their ns/op should be
+// alike, since an unknown user is checked against a dummy hash.
+func BenchmarkLoginFailure(b *testing.B) {
+	h := start(b, func(c *Config) { c.MaxUserFailures, c.MaxAddrFailures = 1<<30, 1<<30 })
+	h.register(b, "bench", "password1")
+	for _, tc := range []struct{ name, user string }{{"wrong_password", "bench"}, {"unknown_user", "nobody"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := callCtx(b)
+			for b.Loop() {
+				_, err := h.client.Login(ctx, &authv1.LoginRequest{Username: tc.user, Password: "password2"})
+				if status.Code(err) != codes.Unauthenticated {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
