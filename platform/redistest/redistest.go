@@ -68,3 +68,7 @@ func Keys(t testing.TB, ctx context.Context, rdb redis.UniversalClient, prefix s
 	}
 	return out
 }
+
+// DialRetrier names the goroutine that go-redis leaves behind for a while after a failed dial (it
+// retries the dial in the background, even after Close); goleak should not count them.
+const DialRetrier = "github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"

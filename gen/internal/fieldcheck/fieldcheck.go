@@ -8,14 +8,15 @@ import (
 	"unicode/utf8"
 )
 
-// ID checks an identifier: min..max characters of printable ASCII without spaces.
+// ID checks an identifier: min..max characters of printable ASCII other than space, '{' and
+// '}'. Ids go into Redis keys inside hash tags, which braces would break.
 func ID(field, v string, minLen, maxLen int) error {
 	if len(v) < minLen || len(v) > maxLen {
 		return fmt.Errorf("%s: must be %d..%d characters, got %d", field, minLen, maxLen, len(v))
 	}
 	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return fmt.Errorf("%s: must be printable ASCII without spaces (byte %d is 0x%02x)", field, i, v[i])
+		if c := v[i]; c <= ' ' || c > '~' || c == '{' || c == '}' {
+			return fmt.Errorf("%s: must be printable ASCII without spaces or braces (byte %d is 0x%02x)", field, i, c)
 		}
 	}
 	return nil

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -26,9 +23,12 @@ import (
 	authv1 "github.com/chatrt/chat/gen/chat/auth/v1"
 	"github.com/chatrt/chat/platform"
 	"github.com/chatrt/chat/platform/redistest"
+	"github.com/chatrt/chat/platform/servertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(redistest.DialRetrier))
+}
 
 // harness is one auth service on loopback TCP, on a key prefix of its own.
 type harness struct {
@@ -56,8 +56,8 @@ func testConfig(prefix string) Config {
 	}
 }
 
-// start serves the auth service with cfg (its Redis prefix filled in unless set) and stops it
-// when the test ends.
+// start serves the auth service with cfg (its Redis prefix filled in) and stops it when the
+// test ends.
 func start(t testing.TB, edit func(*Config)) *harness {
 	t.Helper()
 	probe := redistest.Client(t)
@@ -70,61 +70,23 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Cleanup(func() { rdb.Close() })
+	svc, err := NewService(servertest.Logger(), cfg, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricsLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := NewService(log, cfg, rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := platform.NewServer(log, cfg.Config)
-	srv.Register(&authv1.AuthService_ServiceDesc, svc)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, grpcLis, metricsLis, rdb) }()
-
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("server did not stop within 5s")
-		}
-		rdb.Close()
-	})
+	srv := servertest.Serve(t, cfg.Config, rdb, func(s *platform.Server) { s.Register(&authv1.AuthService_ServiceDesc, svc) })
 	return &harness{
-		client: authv1.NewAuthServiceClient(conn), conn: conn, rdb: probe, prefix: prefix,
-		metricsAddr: metricsLis.Addr().String(), svc: svc,
+		client: authv1.NewAuthServiceClient(srv.Conn), conn: srv.Conn, rdb: probe, prefix: prefix,
+		metricsAddr: srv.MetricsAddr, svc: svc,
 	}
 }
 
-func callCtx(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func callCtx(t testing.TB) context.Context { return servertest.Ctx(t) }
 
 func wantCode(t *testing.T, err error, want codes.Code) {
 	t.Helper()
-	if got := status.Code(err); got != want {
-		t.Fatalf("got code %v (%v), want %v", got, err, want)
-	}
+	servertest.WantCode(t, err, want)
 }
 
 func (h *harness) register(t testing.TB, name, password string) *authv1.RegisterResponse {
@@ -433,13 +395,7 @@ func TestHashingSaturationIsResourceExhausted(t *testing.T) {
 
 func TestRedisDownIsUnavailableAndNotServing(t *testing.T) {
 	t.Parallel()
-	// Nothing listens on a port we just closed.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
+	dead := servertest.DeadAddr(t)
 	h := start(t, func(c *Config) { c.Redis.Addrs = dead; c.Redis.Timeout = 200 * time.Millisecond })
 
 	calls := map[string]func(ctx context.Context) error{

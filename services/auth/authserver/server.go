@@ -34,13 +34,6 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, rdb redis.Universa
 	}
 	srv := platform.NewServer(log, cfg.Config)
 	srv.Register(&authv1.AuthService_ServiceDesc, svc)
-	log.Info("auth service listening", "grpc", grpcLis.Addr().String(), "metrics", addrOf(metricsLis))
+	log.Info("auth service listening", "grpc", grpcLis.Addr().String(), "metrics", platform.AddrOf(metricsLis))
 	return srv.Serve(ctx, grpcLis, metricsLis, rdb)
-}
-
-func addrOf(l net.Listener) string {
-	if l == nil {
-		return ""
-	}
-	return l.Addr().String()
 }

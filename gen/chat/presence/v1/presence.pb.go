@@ -144,13 +144,13 @@ func (UnbindReason) EnumDescriptor() ([]byte, []int) {
 type BindRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Connection id, globally unique across edges and never reused (for example "<edge id>-<n>");
-	// 1..128 printable ASCII characters.
+	// 1..128 characters of printable ASCII other than space, "{" and "}".
 	ConnId string `protobuf:"bytes,1,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
-	// Id of the authenticated user; 1..128 printable ASCII characters.
+	// Id of the authenticated user; 1..128 characters of printable ASCII other than space, "{" and "}".
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Display name of the user, 1..64 characters; carried in events for consumers' convenience.
 	Username string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
-	// Id of the edge that holds the connection; 1..64 printable ASCII characters.
+	// Id of the edge that holds the connection; 1..64 characters of printable ASCII other than space, "{" and "}".
 	EdgeId        string `protobuf:"bytes,4,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -373,7 +373,7 @@ func (x *UnbindResponse) GetUserWentOffline() bool {
 // HeartbeatRequest renews an edge's lease.
 type HeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the edge; 1..64 printable ASCII characters.
+	// Id of the edge; 1..64 characters of printable ASCII other than space, "{" and "}".
 	EdgeId        string `protobuf:"bytes,1,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -484,7 +484,7 @@ func (x *HeartbeatResponse) GetIntervalMs() uint32 {
 // ReleaseEdgeRequest ends an edge's lease.
 type ReleaseEdgeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the edge; 1..64 printable ASCII characters.
+	// Id of the edge; 1..64 characters of printable ASCII other than space, "{" and "}".
 	EdgeId        string `protobuf:"bytes,1,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -576,7 +576,7 @@ func (x *ReleaseEdgeResponse) GetUnbound() uint32 {
 // UserConnectionsRequest asks for one user's connections.
 type UserConnectionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the user; 1..128 printable ASCII characters.
+	// Id of the user; 1..128 characters of printable ASCII other than space, "{" and "}".
 	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -741,7 +741,7 @@ func (x *Connection) GetBoundAt() *timestamppb.Timestamp {
 // OnlineStatusRequest asks about several users at once.
 type OnlineStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// User ids, 1..1000 of them, each 1..128 printable ASCII characters.
+	// User ids, 1..1000 of them, each 1..128 characters of printable ASCII other than space, "{" and "}".
 	UserIds       []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -904,9 +904,16 @@ func (x *UserStatus) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
-// PresenceEvent is one entry of the presence event stream: a Redis Stream whose entries hold
-// this message, protobuf-encoded, in the field "event". The stream is capped (approximately
-// 100000 entries by default), so consumers that fall further behind lose the oldest events.
+// PresenceEvent is one entry of the presence event stream: a Redis Stream (key "<presence key
+// prefix>events", "presence:events" by default) whose entries hold this message,
+// protobuf-encoded, in the field "event". Read it with XREADGROUP and a consumer group of your
+// own. The stream is capped (approximately 100000 entries by default), so consumers that fall
+// further behind lose the oldest events.
+//
+// Delivery is at least once: after a failure between a change and its append, the event is
+// appended when the change is retried, possibly twice, always with the same version. A CONNECTION_
+// UNBOUND event is never lost: presence retries until it is appended. A CONNECTION_BOUND or
+// USER_ONLINE event can be lost when presence fails mid-Bind; a version gap shows it.
 type PresenceEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What changed.

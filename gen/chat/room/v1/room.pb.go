@@ -29,7 +29,7 @@ type JoinRequest struct {
 	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
 	// Connection id (globally unique, see chat.presence.v1.BindRequest.conn_id).
 	ConnId string `protobuf:"bytes,2,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
-	// Id of the connection's authenticated user; 1..128 printable ASCII characters.
+	// Id of the connection's authenticated user; 1..128 characters of printable ASCII other than space, "{" and "}".
 	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Display name of the user; 1..64 characters.
 	Username string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
