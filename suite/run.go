@@ -61,4 +61,3 @@ func run(ctx context.Context, c config) error {
 		"  redis    %s\n\n", authCfg.GRPCAddr, authCfg.GRPCAddr, redisAddr)
 	return g.Wait()
 }
-
