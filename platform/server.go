@@ -37,6 +37,7 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *grpcprom.ServerMetrics
 	services []string
+	workers  []func(context.Context)
 }
 
 // NewServer builds a Server. Every call goes through, outermost first: Prometheus metrics,
@@ -116,6 +117,10 @@ func (s *Server) Register(desc *grpc.ServiceDesc, impl any) {
 	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 }
 
+// AddWorker adds a background task that Serve runs for as long as it serves: work is given a
+// context that ends when serving ends, and Serve waits for it to return.
+func (s *Server) AddWorker(work func(ctx context.Context)) { s.workers = append(s.workers, work) }
+
 // Registry is the service's Prometheus registry, for its own metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
@@ -131,11 +136,13 @@ func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, rd
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.watchHealth(ctx, rdb)
-	}()
+	for _, work := range append([]func(context.Context){func(ctx context.Context) { s.watchHealth(ctx, rdb) }}, s.workers...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(ctx)
+		}()
+	}
 
 	var hs *http.Server
 	if metricsLis != nil {

@@ -6,23 +6,17 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/redis/go-redis/v9"
+
 	authv1 "github.com/chatrt/chat/gen/chat/auth/v1"
 	"github.com/chatrt/chat/platform"
-	"github.com/redis/go-redis/v9"
 )
 
 // Run connects to Redis, listens on the configured addresses and serves until ctx is done.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	rdb, err := platform.NewRedis(cfg.Redis)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	grpcLis, metricsLis, err := cfg.Listen()
-	if err != nil {
-		return err
-	}
-	return Serve(ctx, cfg, log, rdb, grpcLis, metricsLis)
+	return platform.Run(ctx, cfg.Config, func(ctx context.Context, rdb redis.UniversalClient, grpcLis, metricsLis net.Listener) error {
+		return Serve(ctx, cfg, log, rdb, grpcLis, metricsLis)
+	})
 }
 
 // Serve serves the auth service on the given listeners (metricsLis may be nil) until ctx is

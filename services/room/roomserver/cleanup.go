@@ -1,0 +1,133 @@
+package roomserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
+)
+
+// Ghost cleanup.
+//
+// A connection whose edge dies never sends its LeaveAll. Presence notices (the edge's lease
+// lapses), unbinds the connection and appends a CONNECTION_UNBOUND event to its event stream.
+// The room replicas read that stream in one consumer group, and take each unbound connection
+// out of all its rooms, publishing `left` where it was a user's last connection.
+//
+// Why the event stream rather than reading leases: the stream is presence's published contract
+// (its keys are its own), delivery is at least once (presence never loses an unbind event, and
+// an event whose consumer died is claimed by another replica after CleanupClaimIdle), and
+// LeaveAll is idempotent, so a duplicate, or a clean close whose edge already called LeaveAll,
+// changes nothing and announces nothing twice.
+
+const (
+	cleanupBatch = 100
+	cleanupBlock = time.Second
+)
+
+// RunCleanup consumes the presence event stream until ctx is done.
+func (s *Service) RunCleanup(ctx context.Context) {
+	consumer := consumerName()
+	backoff := time.Duration(0)
+	for {
+		if backoff > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := s.cleanupOnce(ctx, consumer); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("presence event cleanup failed; retrying", "err", err)
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// cleanupOnce makes sure the group exists, takes over events left by dead consumers, and
+// handles one batch of new events (waiting up to cleanupBlock for some).
+func (s *Service) cleanupOnce(ctx context.Context, consumer string) error {
+	rdb, stream, group := s.store.rdb, s.cfg.PresenceEvents, s.cfg.CleanupGroup
+	// From the start of the stream: the group is created once, and the first replica then
+	// cleans whatever the stream already says was unbound.
+	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create consumer group: %w", err)
+	}
+
+	claimed, _, err := rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream: stream, Group: group, Consumer: consumer, MinIdle: s.cfg.CleanupClaimIdle, Start: "0-0", Count: cleanupBatch,
+	}).Result()
+	if err != nil {
+		return fmt.Errorf("claim stale events: %w", err)
+	}
+	if err := s.handleEvents(ctx, claimed); err != nil {
+		return err
+	}
+
+	streams, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: group, Consumer: consumer, Streams: []string{stream, ">"}, Count: cleanupBatch, Block: cleanupBlock,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read presence events: %w", err)
+	}
+	for _, st := range streams {
+		if err := s.handleEvents(ctx, st.Messages); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleEvents takes every unbound connection out of its rooms and acknowledges each event
+// once handled. An event that fails stays pending, to be claimed again.
+func (s *Service) handleEvents(ctx context.Context, msgs []redis.XMessage) error {
+	for _, m := range msgs {
+		raw, _ := m.Values["event"].(string)
+		var ev presencev1.PresenceEvent
+		if err := proto.Unmarshal([]byte(raw), &ev); err != nil {
+			// Not ours to fix, and retrying cannot help: acknowledge and say so.
+			s.log.Error("undecodable presence event; skipped", "id", m.ID, "err", err)
+		} else if ev.GetKind() == presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_UNBOUND {
+			rooms, err := s.leaveAll(ctx, ev.GetConnId())
+			if err != nil {
+				return fmt.Errorf("clean up connection %q: %w", ev.GetConnId(), err)
+			}
+			if len(rooms) > 0 {
+				s.log.Info("unbound connection taken out of its rooms", "conn", ev.GetConnId(), "rooms", len(rooms), "reason", ev.GetReason().String())
+			}
+		}
+		if err := s.store.rdb.XAck(ctx, s.cfg.PresenceEvents, s.cfg.CleanupGroup, m.ID).Err(); err != nil {
+			return fmt.Errorf("acknowledge presence event: %w", err)
+		}
+	}
+	return nil
+}
+
+// consumerName names this replica in the consumer group: host, pid and a random part.
+func consumerName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+}

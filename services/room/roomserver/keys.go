@@ -1,0 +1,57 @@
+package roomserver
+
+import "encoding/base64"
+
+// keys builds the room service's Redis keys and channels. A room name is any printable
+// Unicode, so it never goes into a key as it is: it is base64url-encoded (no braces, no glob
+// characters, no colons, one name one encoding), and that encoding is the hash tag of all the
+// room's keys, so every script of a room runs in one Redis Cluster slot.
+type keys struct{ prefix string }
+
+// roomKeys are the keys and the channel of one room.
+type roomKeys struct {
+	// conns maps each connection in the room to its user id.
+	conns string
+	// counts maps each member to its number of connections in the room.
+	counts string
+	// users is the sorted set of member ids (all scores 0: ordered by id).
+	users string
+	// names maps each member to its username.
+	names string
+	// meta holds seq (the last message's) and epoch.
+	meta string
+	// history is the capped stream of messages, with entry ids "<seq>-0".
+	history string
+	// channel is the pub/sub channel of the room's events.
+	channel string
+	// tag is the key prefix up to and including the hash tag, for per-message keys.
+	tag string
+}
+
+func (k keys) room(name string) roomKeys {
+	tag := k.prefix + "room:{" + base64.RawURLEncoding.EncodeToString([]byte(name)) + "}"
+	return roomKeys{
+		conns:   tag + ":conns",
+		counts:  tag + ":counts",
+		users:   tag + ":users",
+		names:   tag + ":names",
+		meta:    tag + ":meta",
+		history: tag + ":history",
+		channel: tag + ":events",
+		tag:     tag,
+	}
+}
+
+// dedup is the key remembering a client_msg_id of a user in the room for the dedup window.
+// What follows the hash tag may hold any character: only the first {...} is the tag.
+func (r roomKeys) dedup(userID, clientMsgID string) string {
+	return r.tag + ":dedup:" + userID + ":" + clientMsgID
+}
+
+// connRooms is the set of names of the rooms a connection is in (or was about to join): an
+// index for LeaveAll, kept a superset of the truth (added before a join, removed after a leave).
+func (k keys) connRooms(connID string) string { return k.prefix + "conn:{" + connID + "}:rooms" }
+
+// Channel is the pub/sub channel on which the room service publishes the events of a room,
+// for a room service using key prefix prefix.
+func Channel(prefix, room string) string { return keys{prefix: prefix}.room(room).channel }

@@ -1,0 +1,194 @@
+// Package roomserver is the room service: live rooms with membership per connection, gap-free
+// message sequencing, capped history, and room events on one pub/sub channel per room.
+package roomserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+	"github.com/chatrt/chat/platform"
+)
+
+// Service implements chat.room.v1.RoomService.
+type Service struct {
+	roomv1.UnimplementedRoomServiceServer
+
+	log   *slog.Logger
+	cfg   Config
+	store *store
+	now   func() time.Time
+}
+
+var _ roomv1.RoomServiceServer = (*Service)(nil)
+
+// NewService builds the room service on rdb, using the key prefix of cfg.Redis.
+func NewService(log *slog.Logger, cfg Config, rdb redis.UniversalClient) *Service {
+	return &Service{log: log, cfg: cfg, store: &store{rdb: rdb, keys: keys{prefix: cfg.Redis.KeyPrefix}}, now: time.Now}
+}
+
+// Join puts a connection into a room.
+func (s *Service) Join(ctx context.Context, req *roomv1.JoinRequest) (*roomv1.JoinResponse, error) {
+	limit := int(req.GetMemberLimit())
+	if limit == 0 {
+		limit = roomv1.DefaultJoinMembers
+	}
+	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Joined{Joined: &roomv1.MemberJoined{
+		Room: req.GetRoom(), UserId: req.GetUserId(), Username: req.GetUsername(), Ts: timestamppb.New(s.now()),
+	}}})
+	if err != nil {
+		return nil, status.Error(codes.Internal, "encode event")
+	}
+	res, err := s.store.join(ctx, req.GetRoom(), req.GetConnId(), req.GetUserId(), req.GetUsername(), ev, limit)
+	if errors.Is(err, errNotMember) {
+		return nil, status.Error(codes.FailedPrecondition, "connection is in the room as another user")
+	}
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "join")
+	}
+	return &roomv1.JoinResponse{
+		Epoch: res.epoch, LastSeq: res.lastSeq, MemberCount: res.memberCount, Members: res.members, UserJoined: res.joined,
+	}, nil
+}
+
+// Leave takes a connection out of a room.
+func (s *Service) Leave(ctx context.Context, req *roomv1.LeaveRequest) (*roomv1.LeaveResponse, error) {
+	was, left, err := s.leave(ctx, req.GetRoom(), req.GetConnId())
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "leave")
+	}
+	return &roomv1.LeaveResponse{WasMember: was, UserLeft: left}, nil
+}
+
+func (s *Service) leave(ctx context.Context, room, connID string) (wasMember, userLeft bool, err error) {
+	// The user id and username are added by the script, which alone knows them.
+	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Left{Left: &roomv1.MemberLeft{
+		Room: room, Ts: timestamppb.New(s.now()),
+	}}})
+	if err != nil {
+		return false, false, err
+	}
+	return s.store.leave(ctx, room, connID, ev)
+}
+
+// LeaveAll takes a connection out of all its rooms.
+func (s *Service) LeaveAll(ctx context.Context, req *roomv1.LeaveAllRequest) (*roomv1.LeaveAllResponse, error) {
+	rooms, err := s.leaveAll(ctx, req.GetConnId())
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "leave all")
+	}
+	return &roomv1.LeaveAllResponse{Rooms: rooms}, nil
+}
+
+// leaveAll takes a connection out of every room in its index and returns those it was in.
+// It is idempotent: the explicit LeaveAll of a closing edge and the cleanup of its unbind
+// event may both run, and only one of them finds (and announces) each membership.
+func (s *Service) leaveAll(ctx context.Context, connID string) ([]string, error) {
+	rooms, err := s.store.connRooms(ctx, connID)
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, room := range rooms {
+		was, _, err := s.leave(ctx, room, connID)
+		if err != nil {
+			return left, err
+		}
+		if was {
+			left = append(left, room)
+		}
+	}
+	return left, nil
+}
+
+// Publish appends a message to a room.
+func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roomv1.PublishResponse, error) {
+	now := s.now()
+	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Message{Message: &roomv1.Message{
+		Room: req.GetRoom(), UserId: req.GetUserId(), Username: req.GetUsername(), Text: req.GetText(),
+		Ts: timestamppb.New(now), ClientMsgId: req.GetClientMsgId(),
+	}}})
+	if err != nil {
+		return nil, status.Error(codes.Internal, "encode event")
+	}
+	res, err := s.store.publish(ctx, publishArgs{
+		room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), clientMsgID: req.GetClientMsgId(),
+		event: ev, epoch: newEpoch(), historyCap: s.cfg.HistoryCap, idleTTL: s.cfg.HistoryIdleTTL, dedupWindow: s.cfg.DedupWindow,
+	})
+	if errors.Is(err, errNotMember) {
+		return nil, status.Error(codes.PermissionDenied, "join the room first")
+	}
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "publish")
+	}
+	resp := &roomv1.PublishResponse{Seq: res.seq, Epoch: res.epoch, Duplicate: res.duplicate, Ts: timestamppb.New(now)}
+	if res.duplicate {
+		// The first message's time is in the history; the dedup record keeps only its place.
+		resp.Ts = nil
+	}
+	return resp, nil
+}
+
+// newEpoch returns a fresh epoch: 64 random bits in hex.
+func newEpoch() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms.
+	return hex.EncodeToString(b)
+}
+
+// History pages backwards through a room's history.
+func (s *Service) History(ctx context.Context, req *roomv1.HistoryRequest) (*roomv1.HistoryResponse, error) {
+	limit := int64(req.GetLimit())
+	if limit == 0 {
+		limit = roomv1.DefaultHistoryLimit
+	}
+	pos, msgs, err := s.store.history(ctx, req.GetRoom(), req.GetBeforeSeq(), limit)
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "history")
+	}
+	return &roomv1.HistoryResponse{Epoch: pos.epoch, LastSeq: pos.lastSeq, Messages: msgs}, nil
+}
+
+// Recover answers every message after a position, or nothing.
+func (s *Service) Recover(ctx context.Context, req *roomv1.RecoverRequest) (*roomv1.RecoverResponse, error) {
+	pos, first, msgs, err := s.store.since(ctx, req.GetRoom(), req.GetAfterSeq())
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "recover")
+	}
+	resp := &roomv1.RecoverResponse{Epoch: pos.epoch, LastSeq: pos.lastSeq}
+	after := req.GetAfterSeq()
+	switch {
+	case req.GetEpoch() != pos.epoch:
+		// Another life of the room (or it has none now): the position means nothing here.
+	case after > pos.lastSeq:
+	case after == pos.lastSeq:
+		resp.Recovered = true
+	case first != 0 && first <= after+1 && uint64(len(msgs)) == pos.lastSeq-after:
+		resp.Recovered = true
+		resp.Messages = msgs
+	}
+	return resp, nil
+}
+
+// Members lists a room's members.
+func (s *Service) Members(ctx context.Context, req *roomv1.MembersRequest) (*roomv1.MembersResponse, error) {
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = roomv1.DefaultMembersLimit
+	}
+	count, members, err := s.store.members(ctx, req.GetRoom(), limit)
+	if err != nil {
+		return nil, platform.RedisStatus(ctx, err, "members")
+	}
+	return &roomv1.MembersResponse{MemberCount: count, Members: members}, nil
+}

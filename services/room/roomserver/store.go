@@ -1,0 +1,244 @@
+package roomserver
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+)
+
+var (
+	//go:embed lua/lib.lua
+	libSrc string
+	//go:embed lua/join.lua
+	joinSrc string
+	//go:embed lua/leave.lua
+	leaveSrc string
+	//go:embed lua/publish.lua
+	publishSrc string
+	//go:embed lua/members.lua
+	membersSrc string
+
+	joinScript    = redis.NewScript(libSrc + joinSrc)
+	leaveScript   = redis.NewScript(libSrc + leaveSrc)
+	publishScript = redis.NewScript(libSrc + publishSrc)
+	membersScript = redis.NewScript(libSrc + membersSrc)
+)
+
+// historyField is the stream entry field that holds the encoded RoomEvent of a message.
+const historyField = "e"
+
+// errNotMember says the connection is not in the room (as that user).
+var errNotMember = errors.New("connection is not in the room")
+
+// store is the Redis side of the room service.
+type store struct {
+	rdb  redis.UniversalClient
+	keys keys
+}
+
+// joinResult is the room's state right after a join.
+type joinResult struct {
+	joined      bool
+	lastSeq     uint64
+	epoch       string
+	memberCount uint32
+	members     []*roomv1.Member
+}
+
+func (s *store) join(ctx context.Context, room, connID, userID, username string, joinedEvent []byte, limit int) (joinResult, error) {
+	// The index first: should anything fail after it, LeaveAll still finds the room.
+	if err := s.rdb.SAdd(ctx, s.keys.connRooms(connID), room).Err(); err != nil {
+		return joinResult{}, fmt.Errorf("index join: %w", err)
+	}
+	rk := s.keys.room(room)
+	res, err := joinScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.names, rk.meta, rk.channel},
+		connID, userID, username, joinedEvent, limit).Slice()
+	if err != nil {
+		return joinResult{}, fmt.Errorf("join: %w", err)
+	}
+	if n, _ := res[0].(int64); n < 0 {
+		return joinResult{}, errNotMember
+	}
+	if len(res) < 4 {
+		return joinResult{}, fmt.Errorf("join: unexpected reply %v", res)
+	}
+	joined, _ := res[0].(int64)
+	last, _ := res[1].(int64)
+	epoch, _ := res[2].(string)
+	count, _ := res[3].(int64)
+	return joinResult{joined: joined == 1, lastSeq: uint64(last), epoch: epoch, memberCount: uint32(count), members: parseMembers(res[4:])}, nil
+}
+
+// parseMembers reads the flattened (user, name, count) triples of list_members.
+func parseMembers(flat []any) []*roomv1.Member {
+	out := make([]*roomv1.Member, 0, len(flat)/3)
+	for i := 0; i+2 < len(flat); i += 3 {
+		id, _ := flat[i].(string)
+		name, _ := flat[i+1].(string)
+		countStr, _ := flat[i+2].(string)
+		n, _ := strconv.ParseUint(countStr, 10, 32)
+		out = append(out, &roomv1.Member{UserId: id, Username: name, Connections: uint32(n)})
+	}
+	return out
+}
+
+// leave takes a connection out of a room and then out of its index.
+func (s *store) leave(ctx context.Context, room, connID string, leftEvent []byte) (wasMember, userLeft bool, err error) {
+	rk := s.keys.room(room)
+	res, err := leaveScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.names, rk.channel}, connID, leftEvent).Int64Slice()
+	if err != nil {
+		return false, false, fmt.Errorf("leave: %w", err)
+	}
+	if err := s.rdb.SRem(ctx, s.keys.connRooms(connID), room).Err(); err != nil {
+		return false, false, fmt.Errorf("unindex leave: %w", err)
+	}
+	return res[0] == 1, res[1] == 1, nil
+}
+
+// connRooms lists the rooms a connection may be in.
+func (s *store) connRooms(ctx context.Context, connID string) ([]string, error) {
+	rooms, err := s.rdb.SMembers(ctx, s.keys.connRooms(connID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list connection rooms: %w", err)
+	}
+	return rooms, nil
+}
+
+// publishArgs is one message to publish.
+type publishArgs struct {
+	room, connID, userID, clientMsgID string
+	// event is the encoded RoomEvent without seq and epoch.
+	event       []byte
+	epoch       string // used if the room starts a new epoch
+	historyCap  int
+	idleTTL     time.Duration
+	dedupWindow time.Duration
+}
+
+// publishResult is where a message landed.
+type publishResult struct {
+	seq       uint64
+	epoch     string
+	duplicate bool
+}
+
+func (s *store) publish(ctx context.Context, a publishArgs) (publishResult, error) {
+	rk := s.keys.room(a.room)
+	dedupKey, window := rk.dedup(a.userID, a.clientMsgID), a.dedupWindow.Milliseconds()
+	if a.clientMsgID == "" {
+		window = 0
+	}
+	res, err := publishScript.Run(ctx, s.rdb, []string{rk.conns, rk.meta, rk.history, dedupKey, rk.channel},
+		a.connID, a.userID, a.epoch, a.event, a.historyCap, a.idleTTL.Milliseconds(), window).Slice()
+	if err != nil {
+		return publishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	if n, _ := res[0].(int64); n < 0 {
+		return publishResult{}, errNotMember
+	}
+	state, _ := res[0].(int64)
+	seq, _ := res[1].(int64)
+	epoch, _ := res[2].(string)
+	return publishResult{seq: uint64(seq), epoch: epoch, duplicate: state == 0}, nil
+}
+
+// roomPosition is a room's epoch and last seq.
+type roomPosition struct {
+	epoch   string
+	lastSeq uint64
+}
+
+func positionOf(cmd *redis.SliceCmd) roomPosition {
+	vals := cmd.Val()
+	var p roomPosition
+	if len(vals) == 2 {
+		seqStr, _ := vals[0].(string)
+		p.lastSeq, _ = strconv.ParseUint(seqStr, 10, 64)
+		p.epoch, _ = vals[1].(string)
+	}
+	return p
+}
+
+// history returns up to limit messages before beforeSeq (0: the newest), oldest first, read in
+// one transaction with the room's position.
+func (s *store) history(ctx context.Context, room string, beforeSeq uint64, limit int64) (roomPosition, []*roomv1.Message, error) {
+	rk := s.keys.room(room)
+	end := "+"
+	if beforeSeq > 0 {
+		end = strconv.FormatUint(beforeSeq-1, 10) + "-0"
+	}
+	tx := s.rdb.TxPipeline()
+	meta := tx.HMGet(ctx, rk.meta, "seq", "epoch")
+	entries := tx.XRevRangeN(ctx, rk.history, end, "-", limit)
+	if _, err := tx.Exec(ctx); err != nil {
+		return roomPosition{}, nil, fmt.Errorf("read history: %w", err)
+	}
+	msgs, err := decodeHistory(entries.Val())
+	if err != nil {
+		return roomPosition{}, nil, err
+	}
+	// XREVRANGE answers newest first.
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	return positionOf(meta), msgs, nil
+}
+
+// since returns the room's position, the first seq its history still holds (0: none), and
+// every message after afterSeq, read in one transaction.
+func (s *store) since(ctx context.Context, room string, afterSeq uint64) (pos roomPosition, firstSeq uint64, msgs []*roomv1.Message, err error) {
+	rk := s.keys.room(room)
+	tx := s.rdb.TxPipeline()
+	meta := tx.HMGet(ctx, rk.meta, "seq", "epoch")
+	first := tx.XRangeN(ctx, rk.history, "-", "+", 1)
+	after := tx.XRange(ctx, rk.history, strconv.FormatUint(afterSeq+1, 10)+"-0", "+")
+	if _, err := tx.Exec(ctx); err != nil {
+		return roomPosition{}, 0, nil, fmt.Errorf("read history: %w", err)
+	}
+	if f := first.Val(); len(f) == 1 {
+		firstSeq, _ = seqOf(f[0].ID)
+	}
+	msgs, err = decodeHistory(after.Val())
+	if err != nil {
+		return roomPosition{}, 0, nil, err
+	}
+	return positionOf(meta), firstSeq, msgs, nil
+}
+
+// seqOf reads the seq from a history entry id "<seq>-0".
+func seqOf(id string) (uint64, error) {
+	seq, _, _ := strings.Cut(id, "-")
+	return strconv.ParseUint(seq, 10, 64)
+}
+
+func decodeHistory(entries []redis.XMessage) ([]*roomv1.Message, error) {
+	out := make([]*roomv1.Message, 0, len(entries))
+	for _, e := range entries {
+		raw, _ := e.Values[historyField].(string)
+		var ev roomv1.RoomEvent
+		if err := proto.Unmarshal([]byte(raw), &ev); err != nil || ev.GetMessage() == nil {
+			return nil, fmt.Errorf("decode history entry %s: %v", e.ID, err)
+		}
+		out = append(out, ev.GetMessage())
+	}
+	return out, nil
+}
+
+func (s *store) members(ctx context.Context, room string, limit int) (uint32, []*roomv1.Member, error) {
+	rk := s.keys.room(room)
+	res, err := membersScript.Run(ctx, s.rdb, []string{rk.counts, rk.users, rk.names}, limit).Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("list members: %w", err)
+	}
+	count, _ := res[0].(int64)
+	return uint32(count), parseMembers(res[1:]), nil
+}
