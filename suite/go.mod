@@ -6,12 +6,16 @@ replace (
 	github.com/chatrt/chat/gen => ../gen
 	github.com/chatrt/chat/platform => ../platform
 	github.com/chatrt/chat/services/auth => ../services/auth
+	github.com/chatrt/chat/services/presence => ../services/presence
+	github.com/chatrt/chat/services/room => ../services/room
 )
 
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/chatrt/chat/platform v0.0.0
 	github.com/chatrt/chat/services/auth v0.0.0
+	github.com/chatrt/chat/services/presence v0.0.0
+	github.com/chatrt/chat/services/room v0.0.0
 	golang.org/x/sync v0.25.0
 )
 

@@ -4,16 +4,20 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatrt/chat/platform"
 	"github.com/chatrt/chat/services/auth/authserver"
+	"github.com/chatrt/chat/services/presence/presenceserver"
+	"github.com/chatrt/chat/services/room/roomserver"
 )
 
 // config is the suite's own configuration. Each service reads the rest of its settings from its
-// environment variables (AUTH_*, ...), as its own binary would; -redis overrides their Redis.
+// environment variables (AUTH_*, ROOM_*, PRESENCE_*), as its own binary would; -redis
+// overrides their Redis.
 type config struct {
 	// Redis is the address of the Redis to use; empty starts an embedded one. Default empty.
 	Redis     string
@@ -31,6 +35,43 @@ func configFromArgs(args []string) (config, error) {
 	return c, err
 }
 
+// services are the suite's services, configured.
+type services struct {
+	auth     authserver.Config
+	room     roomserver.Config
+	presence presenceserver.Config
+}
+
+// configure reads each service's configuration from its environment and points it at
+// redisAddr. The room service reads the event stream of this presence service.
+func configure(redisAddr string) (services, error) {
+	var s services
+	var err error
+	if s.auth, err = authserver.ConfigFromArgs(nil); err != nil {
+		return s, fmt.Errorf("auth config: %w", err)
+	}
+	if s.room, err = roomserver.ConfigFromArgs(nil); err != nil {
+		return s, fmt.Errorf("room config: %w", err)
+	}
+	if s.presence, err = presenceserver.ConfigFromArgs(nil); err != nil {
+		return s, fmt.Errorf("presence config: %w", err)
+	}
+	s.auth.Redis.Addrs = redisAddr
+	s.room.Redis.Addrs = redisAddr
+	s.presence.Redis.Addrs = redisAddr
+	s.room.PresenceEvents = s.presence.Redis.KeyPrefix + "events"
+	return s, nil
+}
+
+// runAll runs every service until ctx is done or one fails.
+func (s services) runAll(ctx context.Context, log *slog.Logger) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return authserver.Run(ctx, s.auth, log.With("service", "auth")) })
+	g.Go(func() error { return roomserver.Run(ctx, s.room, log.With("service", "room")) })
+	g.Go(func() error { return presenceserver.Run(ctx, s.presence, log.With("service", "presence")) })
+	return g.Wait()
+}
+
 func run(ctx context.Context, c config) error {
 	log, err := platform.NewLogger(os.Stderr, c.LogLevel, c.LogFormat)
 	if err != nil {
@@ -46,18 +87,12 @@ func run(ctx context.Context, c config) error {
 		redisAddr = addr
 		log.Warn("no -redis given: using an embedded in-memory Redis; NOTHING IS DURABLE", "addr", addr)
 	}
-
-	authCfg, err := authserver.ConfigFromArgs(nil)
+	s, err := configure(redisAddr)
 	if err != nil {
-		return fmt.Errorf("auth config: %w", err)
+		return err
 	}
-	authCfg.Redis.Addrs = redisAddr
-
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return authserver.Run(ctx, authCfg, log.With("service", "auth")) })
-
-	fmt.Fprintf(os.Stderr, "\nchat suite running (Ctrl-C stops it)\n"+
-		"  auth     grpc %s   try: grpcurl -plaintext %s list\n"+
-		"  redis    %s\n\n", authCfg.GRPCAddr, authCfg.GRPCAddr, redisAddr)
-	return g.Wait()
+	fmt.Fprintf(os.Stderr, "\nchat suite running (Ctrl-C stops it); try: grpcurl -plaintext %s list\n"+
+		"  auth      grpc %s\n  room      grpc %s\n  presence  grpc %s\n  redis     %s\n\n",
+		s.auth.GRPCAddr, s.auth.GRPCAddr, s.room.GRPCAddr, s.presence.GRPCAddr, redisAddr)
+	return s.runAll(ctx, log)
 }
