@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/chatrt/chat/platform"
+	"github.com/chatrt/chat/platform/redistest"
 )
 
 // Server is a running test server.
@@ -96,4 +98,25 @@ func WantCode(t testing.TB, err error, want codes.Code) {
 	if got := status.Code(err); got != want {
 		t.Fatalf("got code %v (%v), want %v", got, err, want)
 	}
+}
+
+// Config is the platform configuration tests use: the test Redis under keyPrefix, fast health
+// checks and a short shutdown.
+func Config(keyPrefix string) platform.Config {
+	return platform.Config{
+		ShutdownTimeout: 2 * time.Second,
+		HealthInterval:  50 * time.Millisecond,
+		Redis:           platform.RedisConfig{Addrs: redistest.Addr(), KeyPrefix: keyPrefix, Timeout: 2 * time.Second},
+	}
+}
+
+// Redis builds a service's Redis client from cfg and closes it when the test ends.
+func Redis(t testing.TB, cfg platform.RedisConfig) redis.UniversalClient {
+	t.Helper()
+	rdb, err := platform.NewRedis(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
 }

@@ -42,11 +42,7 @@ type harness struct {
 
 func testConfig(prefix string) Config {
 	return Config{
-		Config: platform.Config{
-			ShutdownTimeout: 2 * time.Second,
-			HealthInterval:  50 * time.Millisecond,
-			Redis:           platform.RedisConfig{Addrs: redistest.Addr(), KeyPrefix: prefix, Timeout: time.Second},
-		},
+		Config:          servertest.Config(prefix),
 		TokenTTL:        time.Hour,
 		HashConcurrency: 2,
 		HashWait:        5 * time.Second,
@@ -66,11 +62,7 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	if edit != nil {
 		edit(&cfg)
 	}
-	rdb, err := platform.NewRedis(cfg.Redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := servertest.Redis(t, cfg.Redis)
 	svc, err := NewService(servertest.Logger(), cfg, rdb)
 	if err != nil {
 		t.Fatal(err)

@@ -34,11 +34,7 @@ type harness struct {
 
 func testConfig(prefix string) Config {
 	return Config{
-		Config: platform.Config{
-			ShutdownTimeout: 2 * time.Second,
-			HealthInterval:  50 * time.Millisecond,
-			Redis:           platform.RedisConfig{Addrs: redistest.Addr(), KeyPrefix: prefix, Timeout: time.Second},
-		},
+		Config:            servertest.Config(prefix),
 		LeaseTTL:          15 * time.Second,
 		HeartbeatInterval: 5 * time.Second,
 		SweepInterval:     time.Hour, // tests sweep by hand unless they say otherwise
@@ -58,11 +54,7 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	if edit != nil {
 		edit(&cfg)
 	}
-	rdb, err := platform.NewRedis(cfg.Redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := servertest.Redis(t, cfg.Redis)
 	svc := NewService(servertest.Logger(), cfg, rdb)
 	srv := servertest.Serve(t, cfg.Config, rdb, func(s *platform.Server) { s.Register(&presencev1.PresenceService_ServiceDesc, svc) })
 	if cfg.SweepInterval < time.Hour {

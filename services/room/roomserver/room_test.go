@@ -37,11 +37,7 @@ type harness struct {
 
 func testConfig(prefix string) Config {
 	return Config{
-		Config: platform.Config{
-			ShutdownTimeout: 2 * time.Second,
-			HealthInterval:  50 * time.Millisecond,
-			Redis:           platform.RedisConfig{Addrs: redistest.Addr(), KeyPrefix: prefix + "room:", Timeout: 2 * time.Second},
-		},
+		Config:           servertest.Config(prefix + "room:"),
 		HistoryCap:       1000,
 		HistoryIdleTTL:   time.Hour,
 		DedupWindow:      5 * time.Minute,
@@ -60,11 +56,7 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	if edit != nil {
 		edit(&cfg)
 	}
-	rdb, err := platform.NewRedis(cfg.Redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := servertest.Redis(t, cfg.Redis)
 	svc := NewService(servertest.Logger(), cfg, rdb)
 	srv := servertest.Serve(t, cfg.Config, rdb, func(s *platform.Server) {
 		s.Register(&roomv1.RoomService_ServiceDesc, svc)
