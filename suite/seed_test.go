@@ -112,7 +112,7 @@ func (b *backend) heartbeat(t *testing.T, edge string) {
 // subscribe returns the next room event, decoded, within 5s.
 func (b *backend) subscribe(t *testing.T, room string) func() *roomv1.RoomEvent {
 	t.Helper()
-	sub := b.rdb.Subscribe(context.Background(), roomserver.Channel(b.cfg.room.Redis.KeyPrefix, room))
+	sub := b.rdb.Subscribe(context.Background(), roomv1.EventChannel(b.cfg.room.Redis.KeyPrefix, room))
 	if _, err := sub.Receive(servertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,10 @@
 package roomserver
 
-import "encoding/base64"
+import roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
 
-// keys builds the room service's Redis keys and channels. A room name is any printable
-// Unicode, so it never goes into a key as it is: it is base64url-encoded (no braces, no glob
-// characters, no colons, one name one encoding), and that encoding is the hash tag of all the
-// room's keys, so every script of a room runs in one Redis Cluster slot.
+// keys builds the room service's Redis keys and channels. Every key of a room carries the
+// room's hash tag (roomv1.RoomTag: its encoded name), so every script of a room runs in one
+// Redis Cluster slot, and no room name, however odd, reaches a key unencoded.
 type keys struct{ prefix string }
 
 // roomKeys are the keys and the channel of one room.
@@ -29,7 +28,7 @@ type roomKeys struct {
 }
 
 func (k keys) room(name string) roomKeys {
-	tag := k.prefix + "room:{" + base64.RawURLEncoding.EncodeToString([]byte(name)) + "}"
+	tag := k.prefix + "room:" + roomv1.RoomTag(name)
 	return roomKeys{
 		conns:   tag + ":conns",
 		counts:  tag + ":counts",
@@ -37,7 +36,7 @@ func (k keys) room(name string) roomKeys {
 		names:   tag + ":names",
 		meta:    tag + ":meta",
 		history: tag + ":history",
-		channel: tag + ":events",
+		channel: roomv1.EventChannel(k.prefix, name),
 		tag:     tag,
 	}
 }
@@ -51,7 +50,3 @@ func (r roomKeys) dedup(userID, clientMsgID string) string {
 // connRooms is the set of names of the rooms a connection is in (or was about to join): an
 // index for LeaveAll, kept a superset of the truth (added before a join, removed after a leave).
 func (k keys) connRooms(connID string) string { return k.prefix + "conn:{" + connID + "}:rooms" }
-
-// Channel is the pub/sub channel on which the room service publishes the events of a room,
-// for a room service using key prefix prefix.
-func Channel(prefix, room string) string { return keys{prefix: prefix}.room(room).channel }

@@ -112,7 +112,7 @@ func (h *harness) members(t testing.TB, room string) []string {
 // events, rendered briefly.
 func (h *harness) events(t testing.TB, room string) func(n int) []string {
 	t.Helper()
-	sub := h.rdb.Subscribe(context.Background(), Channel(h.cfg.Redis.KeyPrefix, room))
+	sub := h.rdb.Subscribe(context.Background(), roomv1.EventChannel(h.cfg.Redis.KeyPrefix, room))
 	if _, err := sub.Receive(servertest.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -1251,8 +1251,9 @@ func (x *MemberLeft) GetTs() *timestamppb.Timestamp {
 }
 
 // RoomEvent is what the room service publishes, protobuf-encoded, once per event on the room's
-// Redis pub/sub channel. Events of one room are published in the order they happen; message
-// events in seq order.
+// Redis pub/sub channel "<room key prefix>room:{<base64url of the room name, unpadded>}:events"
+// ("room:room:{bG9iYnk}:events" for "lobby" with the default prefix). Events of one room are
+// published in the order they happen; message events in seq order.
 type RoomEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event.
