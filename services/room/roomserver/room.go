@@ -113,7 +113,8 @@ func (s *Service) leaveAll(ctx context.Context, connID string) ([]string, error)
 
 // Publish appends a message to a room.
 func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roomv1.PublishResponse, error) {
-	now := s.now()
+	// Milliseconds: the precision clients see, and what a duplicate's answer can repeat.
+	now := s.now().Truncate(time.Millisecond)
 	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Message{Message: &roomv1.Message{
 		Room: req.GetRoom(), UserId: req.GetUserId(), Username: req.GetUsername(), Text: req.GetText(),
 		Ts: timestamppb.New(now), ClientMsgId: req.GetClientMsgId(),
@@ -123,7 +124,7 @@ func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roo
 	}
 	res, err := s.store.publish(ctx, publishArgs{
 		room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), clientMsgID: req.GetClientMsgId(),
-		event: ev, epoch: newEpoch(), historyCap: s.cfg.HistoryCap, idleTTL: s.cfg.HistoryIdleTTL, dedupWindow: s.cfg.DedupWindow,
+		event: ev, epoch: newEpoch(), ts: now, historyCap: s.cfg.HistoryCap, idleTTL: s.cfg.HistoryIdleTTL, dedupWindow: s.cfg.DedupWindow,
 	})
 	if errors.Is(err, errNotMember) {
 		return nil, status.Error(codes.PermissionDenied, "join the room first")
@@ -131,12 +132,7 @@ func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roo
 	if err != nil {
 		return nil, platform.RedisStatus(ctx, err, "publish")
 	}
-	resp := &roomv1.PublishResponse{Seq: res.seq, Epoch: res.epoch, Duplicate: res.duplicate, Ts: timestamppb.New(now)}
-	if res.duplicate {
-		// The first message's time is in the history; the dedup record keeps only its place.
-		resp.Ts = nil
-	}
-	return resp, nil
+	return &roomv1.PublishResponse{Seq: res.seq, Epoch: res.epoch, Duplicate: res.duplicate, Ts: timestamppb.New(res.ts)}, nil
 }
 
 // newEpoch returns a fresh epoch: 64 random bits in hex.

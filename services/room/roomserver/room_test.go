@@ -250,7 +250,7 @@ func TestPublishSequenceHistoryAndDedup(t *testing.T) {
 		t.Fatalf("second publish %+v", p2)
 	}
 	again := h.publish(t, "r", "c1", "alice", "one (retry)", "m-1")
-	if again.GetSeq() != 1 || !again.GetDuplicate() || again.GetEpoch() != p1.GetEpoch() {
+	if again.GetSeq() != 1 || !again.GetDuplicate() || again.GetEpoch() != p1.GetEpoch() || !again.GetTs().AsTime().Equal(p1.GetTs().AsTime().Truncate(time.Millisecond)) {
 		t.Fatalf("repeated client_msg_id %+v", again)
 	}
 	h.publish(t, "r", "c1", "alice", "three", "")

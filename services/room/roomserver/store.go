@@ -119,6 +119,7 @@ type publishArgs struct {
 	// event is the encoded RoomEvent without seq and epoch.
 	event       []byte
 	epoch       string // used if the room starts a new epoch
+	ts          time.Time
 	historyCap  int
 	idleTTL     time.Duration
 	dedupWindow time.Duration
@@ -128,6 +129,7 @@ type publishArgs struct {
 type publishResult struct {
 	seq       uint64
 	epoch     string
+	ts        time.Time
 	duplicate bool
 }
 
@@ -138,7 +140,7 @@ func (s *store) publish(ctx context.Context, a publishArgs) (publishResult, erro
 		window = 0
 	}
 	res, err := publishScript.Run(ctx, s.rdb, []string{rk.conns, rk.meta, rk.history, dedupKey, rk.channel},
-		a.connID, a.userID, a.epoch, a.event, a.historyCap, a.idleTTL.Milliseconds(), window).Slice()
+		a.connID, a.userID, a.epoch, a.event, a.historyCap, a.idleTTL.Milliseconds(), window, a.ts.UnixMilli()).Slice()
 	if err != nil {
 		return publishResult{}, fmt.Errorf("publish: %w", err)
 	}
@@ -148,7 +150,8 @@ func (s *store) publish(ctx context.Context, a publishArgs) (publishResult, erro
 	state, _ := res[0].(int64)
 	seq, _ := res[1].(int64)
 	epoch, _ := res[2].(string)
-	return publishResult{seq: uint64(seq), epoch: epoch, duplicate: state == 0}, nil
+	ts, _ := res[3].(int64)
+	return publishResult{seq: uint64(seq), epoch: epoch, ts: time.UnixMilli(ts), duplicate: state == 0}, nil
 }
 
 // roomPosition is a room's epoch and last seq.

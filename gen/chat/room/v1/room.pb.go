@@ -551,7 +551,7 @@ type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The message's seq in the room (1 for the first message of an epoch).
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	// When the room accepted it.
+	// When the room accepted it (for a duplicate: the first message's time, in milliseconds).
 	Ts *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=ts,proto3" json:"ts,omitempty"`
 	// The room's epoch the seq belongs to.
 	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`

@@ -1,0 +1,195 @@
+package edgeserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+)
+
+// Error codes of protocol v1.
+const (
+	codeBadRequest      = "bad_request"
+	codeUnauthenticated = "unauthenticated"
+	codeForbidden       = "forbidden"
+	codeNotFound        = "not_found"
+	codeConflict        = "conflict"
+	codeRateLimited     = "rate_limited"
+	codeTooLarge        = "too_large"
+	codeUnavailable     = "unavailable"
+	codeInternal        = "internal"
+)
+
+// protoError is an error reply of protocol v1.
+type protoError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *protoError) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(code, format string, args ...any) *protoError {
+	return &protoError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// fromRPC converts a gRPC error of a service into a protocol error: the service's message is
+// shown for input errors (it says what is wrong), a generic one for the rest.
+func fromRPC(err error) *protoError {
+	var pe *protoError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.OutOfRange:
+		return errorf(codeBadRequest, "%s", st.Message())
+	case codes.Unauthenticated:
+		return errorf(codeUnauthenticated, "%s", st.Message())
+	case codes.PermissionDenied:
+		return errorf(codeForbidden, "%s", st.Message())
+	case codes.NotFound:
+		return errorf(codeNotFound, "%s", st.Message())
+	case codes.AlreadyExists, codes.FailedPrecondition, codes.Aborted:
+		return errorf(codeConflict, "%s", st.Message())
+	case codes.ResourceExhausted:
+		return errorf(codeRateLimited, "%s", st.Message())
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return errorf(codeUnavailable, "service unavailable; try again")
+	default:
+		return errorf(codeInternal, "internal error")
+	}
+}
+
+// reply is the server's answer to one command.
+type reply struct {
+	ID    int64       `json:"id"`
+	OK    bool        `json:"ok"`
+	Data  any         `json:"data,omitempty"`
+	Error *protoError `json:"error,omitempty"`
+}
+
+// encodeJSON encodes v without HTML escaping (text is shown as the sender wrote it; clients
+// render it as text).
+func encodeJSON(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	// Only the edge's own types, made of strings, numbers and slices of them, are encoded
+	// here: encoding them cannot fail.
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// messageEvent is a `message` event (also the items of history and missed).
+type messageEvent struct {
+	Type     string `json:"type"`
+	Room     string `json:"room"`
+	Seq      uint64 `json:"seq"`
+	UserID   string `json:"user_id"`
+	Username string `json:"username"`
+	Text     string `json:"text"`
+	TS       int64  `json:"ts"`
+}
+
+// memberEvent is a `joined` or `left` event.
+type memberEvent struct {
+	Type     string `json:"type"`
+	Room     string `json:"room"`
+	UserID   string `json:"user_id"`
+	Username string `json:"username"`
+	TS       int64  `json:"ts"`
+}
+
+func toMessageEvent(m *roomv1.Message) messageEvent {
+	return messageEvent{
+		Type: "message", Room: m.GetRoom(), Seq: m.GetSeq(), UserID: m.GetUserId(), Username: m.GetUsername(),
+		Text: m.GetText(), TS: m.GetTs().AsTime().UnixMilli(),
+	}
+}
+
+func toMessageEvents(ms []*roomv1.Message) []messageEvent {
+	out := make([]messageEvent, len(ms))
+	for i, m := range ms {
+		out[i] = toMessageEvent(m)
+	}
+	return out
+}
+
+// v1Frame renders a room event as protocol v1 JSON.
+func v1Frame(ev *roomv1.RoomEvent) []byte {
+	switch e := ev.GetEvent().(type) {
+	case *roomv1.RoomEvent_Message:
+		return encodeJSON(toMessageEvent(e.Message))
+	case *roomv1.RoomEvent_Joined:
+		j := e.Joined
+		return encodeJSON(memberEvent{Type: "joined", Room: j.GetRoom(), UserID: j.GetUserId(), Username: j.GetUsername(), TS: j.GetTs().AsTime().UnixMilli()})
+	case *roomv1.RoomEvent_Left:
+		l := e.Left
+		return encodeJSON(memberEvent{Type: "left", Room: l.GetRoom(), UserID: l.GetUserId(), Username: l.GetUsername(), TS: l.GetTs().AsTime().UnixMilli()})
+	}
+	return nil
+}
+
+// command is the envelope of a client command; the rest of the fields are decoded per type.
+type command struct {
+	ID   int64
+	Type string
+	Raw  []byte
+}
+
+// parseCommand reads the envelope. A frame that is not a JSON object or has no integer id is
+// answered with id 0.
+func parseCommand(data []byte) (command, *protoError) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+		return command{}, errorf(codeBadRequest, "a frame must be one JSON object")
+	}
+	var env struct {
+		ID   json.RawMessage `json:"id"`
+		Type json.RawMessage `json:"type"`
+	}
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		return command{}, errorf(codeBadRequest, "a frame must be one JSON object")
+	}
+	var id int64
+	if len(env.ID) == 0 || json.Unmarshal(env.ID, &id) != nil {
+		return command{}, errorf(codeBadRequest, "id must be an integer")
+	}
+	cmd := command{ID: id, Raw: trimmed}
+	if len(env.Type) == 0 || json.Unmarshal(env.Type, &cmd.Type) != nil {
+		return cmd, errorf(codeBadRequest, "type must be a string")
+	}
+	return cmd, nil
+}
+
+// decodeFields decodes a command's fields into v; a field of the wrong type is bad_request.
+func (c command) decodeFields(v any) *protoError {
+	if err := json.Unmarshal(c.Raw, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return errorf(codeBadRequest, "field %s must be %s", te.Field, jsonKind(te.Type.Kind().String()))
+		}
+		return errorf(codeBadRequest, "malformed fields: %v", err)
+	}
+	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+		return "a number"
+	case goKind == "string":
+		return "a string"
+	case goKind == "bool":
+		return "a boolean"
+	case goKind == "ptr", goKind == "struct":
+		return "an object"
+	}
+	return "of another type"
+}
