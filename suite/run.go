@@ -11,12 +11,13 @@ import (
 
 	"github.com/chatrt/chat/platform"
 	"github.com/chatrt/chat/services/auth/authserver"
+	"github.com/chatrt/chat/services/edge/edgeserver"
 	"github.com/chatrt/chat/services/presence/presenceserver"
 	"github.com/chatrt/chat/services/room/roomserver"
 )
 
 // config is the suite's own configuration. Each service reads the rest of its settings from its
-// environment variables (AUTH_*, ROOM_*, PRESENCE_*), as its own binary would; -redis
+// environment variables (AUTH_*, ROOM_*, PRESENCE_*, EDGE_*), as its own binary would; -redis
 // overrides their Redis.
 type config struct {
 	// Redis is the address of the Redis to use; empty starts an embedded one. Default empty.
@@ -40,6 +41,7 @@ type services struct {
 	auth     authserver.Config
 	room     roomserver.Config
 	presence presenceserver.Config
+	edge     edgeserver.Config
 }
 
 // configure reads each service's configuration from its environment and points it at
@@ -56,10 +58,16 @@ func configure(redisAddr string) (services, error) {
 	if s.presence, err = presenceserver.ConfigFromArgs(nil); err != nil {
 		return s, fmt.Errorf("presence config: %w", err)
 	}
+	if s.edge, err = edgeserver.ConfigFromArgs(nil); err != nil {
+		return s, fmt.Errorf("edge config: %w", err)
+	}
 	s.auth.Redis.Addrs = redisAddr
 	s.room.Redis.Addrs = redisAddr
 	s.presence.Redis.Addrs = redisAddr
+	s.edge.Redis.Addrs = redisAddr
 	s.room.PresenceEvents = s.presence.Redis.KeyPrefix + "events"
+	s.edge.RoomKeyPrefix = s.room.Redis.KeyPrefix
+	s.edge.AuthAddr, s.edge.RoomAddr, s.edge.PresenceAddr = s.auth.GRPCAddr, s.room.GRPCAddr, s.presence.GRPCAddr
 	return s, nil
 }
 
@@ -69,6 +77,7 @@ func (s services) runAll(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return authserver.Run(ctx, s.auth, log.With("service", "auth")) })
 	g.Go(func() error { return roomserver.Run(ctx, s.room, log.With("service", "room")) })
 	g.Go(func() error { return presenceserver.Run(ctx, s.presence, log.With("service", "presence")) })
+	g.Go(func() error { return edgeserver.Run(ctx, s.edge, log.With("service", "edge")) })
 	return g.Wait()
 }
 
@@ -91,8 +100,13 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "\nchat suite running (Ctrl-C stops it); try: grpcurl -plaintext %s list\n"+
-		"  auth      grpc %s\n  room      grpc %s\n  presence  grpc %s\n  redis     %s\n\n",
-		s.auth.GRPCAddr, s.auth.GRPCAddr, s.room.GRPCAddr, s.presence.GRPCAddr, redisAddr)
+	legacy := ""
+	if s.edge.Legacy {
+		legacy = fmt.Sprintf("  legacy    ws://%s/ws/legacy (the seed tutorial's protocol)\n", s.edge.HTTPAddr)
+	}
+	fmt.Fprintf(os.Stderr, "\nchat suite running (Ctrl-C stops it)\n"+
+		"  browsers  ws://%s/ws (protocol v1)\n%s"+
+		"  auth      grpc %s   (grpcurl -plaintext %s list)\n  room      grpc %s\n  presence  grpc %s\n  redis     %s\n\n",
+		s.edge.HTTPAddr, legacy, s.auth.GRPCAddr, s.auth.GRPCAddr, s.room.GRPCAddr, s.presence.GRPCAddr, redisAddr)
 	return s.runAll(ctx, log)
 }

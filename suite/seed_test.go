@@ -3,91 +3,22 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
-	"github.com/chatrt/chat/platform"
 	"github.com/chatrt/chat/platform/redistest"
 	"github.com/chatrt/chat/platform/servertest"
-	"github.com/chatrt/chat/services/presence/presenceserver"
-	"github.com/chatrt/chat/services/room/roomserver"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(redistest.DialRetrier))
-}
-
-// backend is a room and a presence service, each its real Serve on loopback TCP, sharing one
-// Redis under a test prefix.
-type backend struct {
-	room     roomv1.RoomServiceClient
-	presence presencev1.PresenceServiceClient
-	rdb      *redis.Client
-	cfg      services
-}
-
-func startBackend(t *testing.T, edit func(*services)) *backend {
-	t.Helper()
-	rdb := redistest.Client(t)
-	prefix := redistest.Prefix(t, rdb)
-	s, err := configure(redistest.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.room.Redis.KeyPrefix = prefix + "room:"
-	s.presence.Redis.KeyPrefix = prefix + "presence:"
-	s.room.PresenceEvents = s.presence.Redis.KeyPrefix + "events"
-	s.room.ShutdownTimeout, s.presence.ShutdownTimeout = 2*time.Second, 2*time.Second
-	if edit != nil {
-		edit(&s)
-	}
-	b := &backend{rdb: rdb, cfg: s}
-	b.room = roomv1.NewRoomServiceClient(serve(t, s.room.Config, func(ctx context.Context, r redis.UniversalClient, l net.Listener) error {
-		return roomserver.Serve(ctx, s.room, servertest.Logger(), r, l, nil)
-	}))
-	b.presence = presencev1.NewPresenceServiceClient(serve(t, s.presence.Config, func(ctx context.Context, r redis.UniversalClient, l net.Listener) error {
-		return presenceserver.Serve(ctx, s.presence, servertest.Logger(), r, l, nil)
-	}))
-	return b
-}
-
-// serve runs one service's Serve on a loopback port until the test ends, and dials it.
-func serve(t *testing.T, cfg platform.Config, run func(context.Context, redis.UniversalClient, net.Listener) error) *grpc.ClientConn {
-	t.Helper()
-	rdb, err := platform.NewRedis(cfg.Redis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, rdb, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		rdb.Close()
-	})
-	return conn
 }
 
 // connect does what an edge does when a user logs in and joins: bind, then join.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -117,13 +118,20 @@ type socket struct {
 	done    chan struct{} // closed when the connection is finished
 	onceEnd sync.Once
 	onceCls sync.Once
+	// closing is set once the edge has sent its close frame.
+	closing atomic.Bool
 }
 
 func newSocket(ws *websocket.Conn, bc *bufferedConn, cfg *Config) *socket {
 	s := &socket{ws: ws, bc: bc, out: newOutbox(cfg.OutboundQueueBytes), cfg: cfg, done: make(chan struct{})}
 	ws.SetReadLimit(cfg.MaxFrameBytes)
 	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout)) })
+	ws.SetPongHandler(func(string) error {
+		if s.closing.Load() {
+			return nil
+		}
+		return ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	})
 	ws.SetPingHandler(func(data string) error {
 		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		if err == nil {
@@ -201,6 +209,7 @@ func (s *socket) writeLoop() {
 // before the connection is cut (the read loop ends on the answer or the deadline).
 func (s *socket) closeWith(code int, reason string) {
 	s.onceCls.Do(func() {
+		s.closing.Store(true)
 		s.out.close()
 		err := s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 		if err == nil {
