@@ -17,7 +17,7 @@ import (
 // identity is the authenticated user of a connection.
 type identity struct {
 	userID, username, token string
-	expiresAt           time.Time
+	expiresAt               time.Time
 }
 
 // client is one WebSocket connection, v1 or legacy. Its fields are owned by its read loop,
