@@ -225,12 +225,21 @@ type wsClient struct {
 
 func dialWS(t testing.TB, url string, header http.Header) (*wsClient, error) {
 	t.Helper()
+	return dialWSWith(t, url, header, nil)
+}
+
+// dialWSWith is dialWS with setup run on the connection before reading starts.
+func dialWSWith(t testing.TB, url string, header http.Header, setup func(*websocket.Conn)) (*wsClient, error) {
+	t.Helper()
 	conn, resp, err := websocket.DefaultDialer.Dial(url, header)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
 	if err != nil {
 		return nil, err
+	}
+	if setup != nil {
+		setup(conn)
 	}
 	c := &wsClient{t: t, conn: conn, replies: map[int64]chan map[string]any{}, frames: make(chan map[string]any, 100000), closed: make(chan struct{})}
 	go c.readLoop()
