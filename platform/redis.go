@@ -31,6 +31,8 @@ type RedisConfig struct {
 	// Timeout bounds every Redis command (dial, read, write) that has no earlier deadline.
 	// Default 2s.
 	Timeout time.Duration
+	// ClientName names the connections (CLIENT SETNAME), for operators; set by code, not flags.
+	ClientName string
 }
 
 // RegisterFlags defines the Redis flags on fs.
@@ -64,6 +66,7 @@ func NewRedis(c RedisConfig) (redis.UniversalClient, error) {
 		Addrs:                 addrs,
 		Username:              c.Username,
 		Password:              c.Password,
+		ClientName:            c.ClientName,
 		DB:                    c.DB,
 		DialTimeout:           timeout,
 		ReadTimeout:           timeout,

@@ -164,7 +164,9 @@ func (b *backend) startEdge(t *testing.T, id string, edit func(*edgeserver.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := platform.NewRedis(cfg.Redis)
+	redisCfg := cfg.Redis
+	redisCfg.ClientName = "chat-" + id
+	rdb, err := platform.NewRedis(redisCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

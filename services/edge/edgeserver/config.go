@@ -136,3 +136,10 @@ func (c Config) origins() map[string]bool {
 	}
 	return out
 }
+
+// redisConfig is the Redis configuration, with the connections named after the edge.
+func (c Config) redisConfig() platform.RedisConfig {
+	r := c.Redis
+	r.ClientName = "chat-" + c.EdgeID
+	return r
+}

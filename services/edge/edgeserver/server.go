@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		conns = append(conns, c)
 		t.set(c)
 	}
-	rdb, err := platform.NewRedis(cfg.Redis)
+	rdb, err := platform.NewRedis(cfg.redisConfig())
 	if err != nil {
 		return err
 	}
