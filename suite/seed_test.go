@@ -114,26 +114,33 @@ func (b *backend) members(t *testing.T, room string) string {
 	return strings.Join(out, ", ")
 }
 
-// checkNothingLeftOf asserts that no presence or room key holds anything of the user or its
-// connection, but for one thing kept on purpose: presence's last-seen record of the user
-// (its version, username and last-seen time, expiring after the retention period), which the
-// online-status API must answer and which keeps the user's event versions growing.
-func (b *backend) checkNothingLeftOf(t *testing.T, user, conn string) {
+// checkNothingLeftOf asserts that no presence or room key holds the user id or any of the
+// needles (its connection id, its username), but for one thing kept on purpose: presence's
+// last-seen record of the user (its version, username and last-seen time, expiring after the
+// retention period), which the online-status API must answer and which keeps the user's event
+// versions growing.
+func (b *backend) checkNothingLeftOf(t *testing.T, userID string, needles ...string) {
 	t.Helper()
-	lastSeen := b.cfg.presence.Redis.KeyPrefix + "user:{" + user + "}:meta"
+	ctx := servertest.Ctx(t)
+	lastSeen := b.cfg.presence.Redis.KeyPrefix + "user:{" + userID + "}:meta"
+	needles = append(needles, userID)
 	for _, prefix := range []string{b.cfg.room.Redis.KeyPrefix, b.cfg.presence.Redis.KeyPrefix} {
 		for k, v := range dumpKeys(t, b.rdb, prefix) {
 			if k == lastSeen {
-				if strings.Contains(v, conn) || !strings.Contains(v, "last_seen_ms") {
-					t.Errorf("last-seen record %s = %s", k, v)
+				for f := range b.rdb.HGetAll(ctx, k).Val() {
+					if f != "version" && f != "username" && f != "last_seen_ms" {
+						t.Errorf("last-seen record %s has field %s: %s", k, f, v)
+					}
 				}
-				if ttl := b.rdb.PTTL(servertest.Ctx(t), k).Val(); ttl <= 0 {
+				if ttl := b.rdb.PTTL(ctx, k).Val(); ttl <= 0 {
 					t.Errorf("last-seen record %s does not expire (TTL %v)", k, ttl)
 				}
 				continue
 			}
-			if strings.Contains(k, user) || strings.Contains(k, conn) || strings.Contains(v, user) || strings.Contains(v, conn) {
-				t.Errorf("%s still holds %s / %s: %s", k, user, conn, v)
+			for _, n := range needles {
+				if strings.Contains(k, n) || strings.Contains(v, n) {
+					t.Errorf("%s still holds %q: %s", k, n, v)
+				}
 			}
 		}
 	}
