@@ -293,13 +293,15 @@ type memberData struct {
 }
 
 type joinData struct {
-	Room        string         `json:"room"`
-	Epoch       string         `json:"epoch"`
-	LastSeq     uint64         `json:"last_seq"`
-	MemberCount uint32         `json:"member_count"`
-	Members     []memberData   `json:"members"`
-	Recovered   *bool          `json:"recovered,omitempty"`
-	Missed      []messageEvent `json:"missed,omitempty"`
+	Room        string       `json:"room"`
+	Epoch       string       `json:"epoch"`
+	LastSeq     uint64       `json:"last_seq"`
+	MemberCount uint32       `json:"member_count"`
+	Members     []memberData `json:"members"`
+	// Recovered and Missed are answered only to a join with since (then missed is a list,
+	// possibly empty).
+	Recovered *bool           `json:"recovered,omitempty"`
+	Missed    *[]messageEvent `json:"missed,omitempty"`
 }
 
 func (c *client) join(ctx context.Context, cmd command) *protoError {
@@ -341,15 +343,15 @@ func (c *client) joinRoom(ctx context.Context, room string, since *sincePos, fir
 		data.Members = append(data.Members, memberData{UserID: m.GetUserId(), Username: m.GetUsername()})
 	}
 	if since != nil {
-		recovered := false
-		data.Recovered, data.Missed = &recovered, []messageEvent{}
+		recovered, missed := false, []messageEvent{}
+		data.Recovered, data.Missed = &recovered, &missed
 		rec, err := c.srv.room.Recover(cctx, &roomv1.RecoverRequest{Room: room, Epoch: since.Epoch, AfterSeq: since.Seq})
 		// Recovery is all or nothing, up to the join's position; live events follow it.
 		if err == nil && rec.GetRecovered() && rec.GetEpoch() == resp.GetEpoch() {
 			recovered = true
 			for _, m := range rec.GetMessages() {
 				if m.GetSeq() <= resp.GetLastSeq() {
-					data.Missed = append(data.Missed, toMessageEvent(m))
+					missed = append(missed, toMessageEvent(m))
 				}
 			}
 		}
