@@ -233,7 +233,6 @@ func TestEdgeKilled(t *testing.T) {
 	}
 }
 
-
 // freePort returns a loopback address that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
