@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
 	"github.com/chatrt/chat/platform/servertest"
@@ -237,4 +238,25 @@ func TestEdgeKilled(t *testing.T) {
 func freePort(t *testing.T) string {
 	t.Helper()
 	return servertest.DeadAddr(t)
+}
+
+// TestLeaseLossClosesConnections: when presence lets an edge's lease lapse (a partition, a
+// long pause), its connections were unbound there, so the edge closes them (1012) and their
+// clients reconnect, rather than living on as ghosts presence knows nothing of.
+func TestLeaseLossClosesConnections(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, nil)
+	e := b.startEdge(t, "edge-lapse", nil)
+	c := b.user(t, e, "partitioned")
+	c.ok("join", map[string]any{"room": "r"})
+	// What a lapse looks like to presence: the lease's deadline has passed.
+	if err := b.rdb.ZAdd(servertest.Ctx(t), b.cfg.presence.Redis.KeyPrefix+"leases", redis.Z{Score: 1, Member: "edge-lapse"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.closeCode(); code != websocket.CloseServiceRestart {
+		t.Fatalf("closed with %d, want 1012", code)
+	}
+	// New connections work: the edge holds a new lease.
+	again := b.user(t, e, "reconnected")
+	again.ok("join", map[string]any{"room": "r"})
 }
