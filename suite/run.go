@@ -71,14 +71,36 @@ func configure(redisAddr string) (services, error) {
 	return s, nil
 }
 
-// runAll runs every service until ctx is done or one fails.
+// runAll runs every service until ctx is done or one fails. The edge stops first, so that its
+// shutdown (closing sockets, leaving rooms, unbinding, releasing its lease) still reaches the
+// services; they stop after it.
 func (s services) runAll(ctx context.Context, log *slog.Logger) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return authserver.Run(ctx, s.auth, log.With("service", "auth")) })
-	g.Go(func() error { return roomserver.Run(ctx, s.room, log.With("service", "room")) })
-	g.Go(func() error { return presenceserver.Run(ctx, s.presence, log.With("service", "presence")) })
-	g.Go(func() error { return edgeserver.Run(ctx, s.edge, log.With("service", "edge")) })
-	return g.Wait()
+	backCtx, stopBack := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBack()
+	back, backCtx := errgroup.WithContext(backCtx)
+	back.Go(func() error { return authserver.Run(backCtx, s.auth, log.With("service", "auth")) })
+	back.Go(func() error { return roomserver.Run(backCtx, s.room, log.With("service", "room")) })
+	back.Go(func() error { return presenceserver.Run(backCtx, s.presence, log.With("service", "presence")) })
+
+	edgeCtx, stopEdge := context.WithCancel(ctx)
+	defer stopEdge()
+	edgeDone := make(chan error, 1)
+	go func() { edgeDone <- edgeserver.Run(edgeCtx, s.edge, log.With("service", "edge")) }()
+
+	var err error
+	select {
+	case err = <-edgeDone:
+		stopBack()
+	case <-backCtx.Done():
+		// A service failed (or ctx ended): stop the edge, then collect the services' error.
+		stopEdge()
+		<-edgeDone
+	}
+	stopBack()
+	if berr := back.Wait(); berr != nil && err == nil {
+		err = berr
+	}
+	return err
 }
 
 func run(ctx context.Context, c config) error {
