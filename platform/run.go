@@ -2,9 +2,11 @@ package platform
 
 import (
 	"context"
+	"log/slog"
 	"net"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 )
 
 // ServeFunc serves a service on a Redis client and listeners (metricsLis may be nil) until
@@ -24,4 +26,17 @@ func Run(ctx context.Context, cfg Config, serve ServeFunc) error {
 		return err
 	}
 	return serve(ctx, rdb, grpcLis, metricsLis)
+}
+
+// ServeService serves one gRPC service implementation (desc, impl) with the platform's server
+// on the given listeners (metricsLis may be nil), running workers alongside, until ctx is done.
+func ServeService(ctx context.Context, log *slog.Logger, cfg Config, rdb redis.UniversalClient, grpcLis, metricsLis net.Listener,
+	desc *grpc.ServiceDesc, impl any, workers ...func(context.Context)) error {
+	srv := NewServer(log, cfg)
+	srv.Register(desc, impl)
+	for _, w := range workers {
+		srv.AddWorker(w)
+	}
+	log.Info("serving "+desc.ServiceName, "grpc", grpcLis.Addr().String(), "metrics", AddrOf(metricsLis))
+	return srv.Serve(ctx, grpcLis, metricsLis, rdb)
 }

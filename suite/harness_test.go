@@ -145,7 +145,7 @@ func (b *backend) edgeConfig(id string) edgeserver.Config {
 	c.Redis = b.cfg.room.Redis
 	c.Redis.KeyPrefix = b.prefix + "edge:"
 	c.RoomKeyPrefix = b.cfg.room.Redis.KeyPrefix
-	c.CallTimeout = 2 * time.Second
+	c.CallTimeout = 5 * time.Second // argon2 under the race detector, with tests in parallel, is slow
 	c.ShutdownTimeout = 5 * time.Second
 	c.Legacy = true
 	c.HeartbeatInterval = 200 * time.Millisecond

@@ -26,8 +26,5 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, rdb redis.Universa
 	if err != nil {
 		return fmt.Errorf("auth service: %w", err)
 	}
-	srv := platform.NewServer(log, cfg.Config)
-	srv.Register(&authv1.AuthService_ServiceDesc, svc)
-	log.Info("auth service listening", "grpc", grpcLis.Addr().String(), "metrics", platform.AddrOf(metricsLis))
-	return srv.Serve(ctx, grpcLis, metricsLis, rdb)
+	return platform.ServeService(ctx, log, cfg.Config, rdb, grpcLis, metricsLis, &authv1.AuthService_ServiceDesc, svc)
 }

@@ -201,12 +201,15 @@ func (c *client) register(ctx context.Context, cmd command) (any, *protoError) {
 		return nil, errorf(codeConflict, "already logged in; log out first")
 	}
 	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	if _, err := c.srv.auth.Register(cctx, &authv1.RegisterRequest{Username: req.Username, Password: req.Password}); err != nil {
+	_, err := c.srv.auth.Register(cctx, &authv1.RegisterRequest{Username: req.Username, Password: req.Password})
+	cancel()
+	if err != nil {
 		return nil, fromRPC(err)
 	}
 	// Registering logs the socket in, as the protocol's authentication commands do.
+	cctx, cancel = c.callCtx(ctx)
 	resp, err := c.srv.auth.Login(cctx, &authv1.LoginRequest{Username: req.Username, Password: req.Password})
+	cancel()
 	if err != nil {
 		return nil, fromRPC(err)
 	}

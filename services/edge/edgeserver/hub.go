@@ -30,7 +30,9 @@ import (
 // A join is race-free: the connection is attached (and the room subscribed) before the Join
 // call, events arriving meanwhile are buffered for it, and when Join answers last_seq J the
 // reply is queued first, then the buffered events with seq > J; events with seq <= J are not
-// delivered to it.
+// delivered to it. The first join of a room on the edge also gives the hub its position; other
+// joins of the room wait for it, so that no join's J is older than the hub's position (events
+// at or before the position are not passed on).
 
 // recoverer is what the hub needs of the room service.
 type recoverer interface {
@@ -87,8 +89,15 @@ type membership struct {
 	// joining: the Join call is in flight; events are buffered in buf.
 	joining bool
 	buf     []*event
-	// after: message events with seq <= after are not delivered (they precede the join).
+	// epoch and after: message events of this epoch with seq <= after are not delivered
+	// (they precede the join).
+	epoch string
 	after uint64
+}
+
+// precedesJoin tells whether a message event came before the member joined.
+func (ms *membership) precedesJoin(ev *event) bool {
+	return ev.isMessage() && ev.epoch() == ms.epoch && ev.seq() <= ms.after
 }
 
 // roomSub is the edge's subscription to one room.
@@ -98,8 +107,12 @@ type roomSub struct {
 	// subscribed is closed when Redis confirmed the subscription.
 	subscribed chan struct{}
 	confirmed  bool
-	// known says epoch and lastSeq are set (by the first join answer or backfill).
+	// known says epoch and lastSeq are set (by the first join's answer). Until then, leader
+	// is the member whose join will set them; changed is closed (and replaced) when either
+	// changes, waking joins that wait for them.
 	known   bool
+	leader  member
+	changed chan struct{}
 	epoch   string
 	lastSeq uint64
 	// held: events received before the position was known.
@@ -134,38 +147,54 @@ func newHub(ctx context.Context, log *slog.Logger, rdb redis.UniversalClient, ro
 // attach registers m as joining room, subscribing the edge to the room if needed, and waits
 // until the subscription is confirmed (so no event published after it can be missed).
 func (h *hub) attach(ctx context.Context, room string, m member) error {
-	h.mu.Lock()
-	sub := h.subs[room]
-	if sub == nil {
-		sub = &roomSub{
-			name: room, channel: roomv1.EventChannel(h.prefix, room),
-			members: map[member]*membership{}, subscribed: make(chan struct{}),
+	for {
+		h.mu.Lock()
+		sub := h.subs[room]
+		if sub == nil {
+			sub = &roomSub{
+				name: room, channel: roomv1.EventChannel(h.prefix, room),
+				members: map[member]*membership{}, subscribed: make(chan struct{}), changed: make(chan struct{}),
+			}
+			if err := h.ps.Subscribe(ctx, sub.channel); err != nil {
+				h.mu.Unlock()
+				return err
+			}
+			h.subs[room] = sub
+			h.byChannel[sub.channel] = sub
 		}
-		h.subs[room] = sub
-		h.byChannel[sub.channel] = sub
-		if err := h.ps.Subscribe(ctx, sub.channel); err != nil {
-			delete(h.subs, room)
-			delete(h.byChannel, sub.channel)
-			h.mu.Unlock()
-			return err
+		if sub.members[m] == nil {
+			switch {
+			case sub.known:
+			case sub.leader == nil:
+				sub.leader = m
+			default:
+				// Another join will fix the room's position: join after it.
+				wait := sub.changed
+				h.mu.Unlock()
+				select {
+				case <-wait:
+					continue
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			sub.members[m] = &membership{joining: true}
 		}
-	}
-	if _, ok := sub.members[m]; !ok {
-		sub.members[m] = &membership{joining: true}
-	}
-	h.mu.Unlock()
+		subscribed := sub.subscribed
+		h.mu.Unlock()
 
-	select {
-	case <-sub.subscribed:
-		return nil
-	case <-ctx.Done():
-		h.detach(room, m)
-		return ctx.Err()
+		select {
+		case <-subscribed:
+			return nil
+		case <-ctx.Done():
+			h.detach(room, m)
+			return ctx.Err()
+		}
 	}
 }
 
 // activate ends m's join: first is queued before any event of the room (the join reply),
-// then the events buffered since attach that follow lastSeq.
+// then the events buffered since attach that follow the join's position.
 func (h *hub) activate(room string, m member, epoch string, lastSeq uint64, first func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -175,22 +204,28 @@ func (h *hub) activate(room string, m member, epoch string, lastSeq uint64, firs
 		return
 	}
 	first()
-	ms.joining, ms.after = false, lastSeq
+	ms.joining, ms.epoch, ms.after = false, epoch, lastSeq
 	for _, ev := range ms.buf {
-		if ev.isMessage() && ev.seq() <= lastSeq {
-			continue
+		if !ms.precedesJoin(ev) {
+			m.deliver(ev)
 		}
-		m.deliver(ev)
 	}
 	ms.buf = nil
 	if !sub.known {
-		sub.known, sub.epoch, sub.lastSeq = true, epoch, lastSeq
+		sub.known, sub.epoch, sub.lastSeq, sub.leader = true, epoch, lastSeq, nil
+		sub.signal()
 		held := sub.held
 		sub.held = nil
 		for _, ev := range held {
 			h.process(sub, ev)
 		}
 	}
+}
+
+// signal wakes the joins waiting for the room's position.
+func (s *roomSub) signal() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 func (s *roomSub) lookup(m member) *membership {
@@ -209,9 +244,14 @@ func (h *hub) detach(room string, m member) {
 		return
 	}
 	delete(sub.members, m)
+	if sub.leader == m {
+		sub.leader = nil
+		sub.signal()
+	}
 	if len(sub.members) > 0 {
 		return
 	}
+	sub.signal()
 	delete(h.subs, room)
 	delete(h.byChannel, sub.channel)
 	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
@@ -337,11 +377,8 @@ func (h *hub) process(sub *roomSub, ev *event) {
 	}
 	if ev.isMessage() {
 		if ev.epoch() != sub.epoch {
-			// The room's sequence restarted (its history was lost): a new life from seq 1.
+			// The room's sequence (re)started: its first message, or its history was lost.
 			sub.epoch, sub.lastSeq = ev.epoch(), 0
-			for _, ms := range sub.members {
-				ms.after = 0
-			}
 		}
 		switch s := ev.seq(); {
 		case s <= sub.lastSeq:
@@ -361,7 +398,7 @@ func (h *hub) fanOut(sub *roomSub, ev *event) {
 		switch {
 		case ms.joining:
 			ms.buf = append(ms.buf, ev)
-		case ev.isMessage() && ev.seq() <= ms.after:
+		case ms.precedesJoin(ev):
 		default:
 			m.deliver(ev)
 		}

@@ -22,9 +22,5 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // (metricsLis may be nil) until ctx is done.
 func Serve(ctx context.Context, cfg Config, log *slog.Logger, rdb redis.UniversalClient, grpcLis, metricsLis net.Listener) error {
 	svc := NewService(log, cfg, rdb)
-	srv := platform.NewServer(log, cfg.Config)
-	srv.Register(&presencev1.PresenceService_ServiceDesc, svc)
-	srv.AddWorker(svc.RunSweeper)
-	log.Info("presence service listening", "grpc", grpcLis.Addr().String(), "metrics", platform.AddrOf(metricsLis))
-	return srv.Serve(ctx, grpcLis, metricsLis, rdb)
+	return platform.ServeService(ctx, log, cfg.Config, rdb, grpcLis, metricsLis, &presencev1.PresenceService_ServiceDesc, svc, svc.RunSweeper)
 }
