@@ -86,11 +86,14 @@ func encodeJSON(v any) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
-// messageEvent is a `message` event (also the items of history and missed).
+// messageEvent is a `message` event (also the items of history and missed). Besides the
+// fields of protocol v1 it carries the seq's epoch, so a client can tell that a room's sequence
+// restarted (its history was lost) without rejoining.
 type messageEvent struct {
 	Type     string `json:"type"`
 	Room     string `json:"room"`
 	Seq      uint64 `json:"seq"`
+	Epoch    string `json:"epoch"`
 	UserID   string `json:"user_id"`
 	Username string `json:"username"`
 	Text     string `json:"text"`
@@ -108,7 +111,7 @@ type memberEvent struct {
 
 func toMessageEvent(m *roomv1.Message) messageEvent {
 	return messageEvent{
-		Type: "message", Room: m.GetRoom(), Seq: m.GetSeq(), UserID: m.GetUserId(), Username: m.GetUsername(),
+		Type: "message", Room: m.GetRoom(), Seq: m.GetSeq(), Epoch: m.GetEpoch(), UserID: m.GetUserId(), Username: m.GetUsername(),
 		Text: m.GetText(), TS: m.GetTs().AsTime().UnixMilli(),
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -46,6 +47,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	origins  map[string]bool
 	connSeq  atomic.Uint64
+	// leased is set once a heartbeat has succeeded.
+	leased atomic.Bool
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -92,6 +95,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+			// Reconnect within seconds when a service comes back (gRPC's default backoff
+			// grows to two minutes).
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}),
 		)
 	}
 	var conns []*grpc.ClientConn
@@ -161,7 +170,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		mux.HandleFunc("/ws/legacy", func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, true) })
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// Ready once the edge holds its presence lease: before that, logins cannot bind.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.leased.Load() {
+			http.Error(w, "no presence lease yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/", webHandler())
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
@@ -353,6 +370,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		}
 		if err == nil {
 			first = false
+			s.leased.Store(true)
 			if ms := resp.GetIntervalMs(); ms > 0 && time.Duration(ms)*time.Millisecond < interval {
 				interval = time.Duration(ms) * time.Millisecond
 			}
