@@ -238,3 +238,33 @@ test("a page from another origin cannot open the socket", async () => {
     await new Promise((r) => other.close(r));
   }
 });
+
+test("older messages load on scroll", async () => {
+  const room = "long history";
+  const writer = await openChat(edgeURL, "writer", room);
+  // 120 messages through the client library itself, paced under the rate limit.
+  await writer.page.evaluate(async (room) => {
+    const { ChatClient } = await import("/client.js");
+    const c = new ChatClient(`ws://${location.host}/ws`);
+    await c.connect();
+    await c.login({ username: "writer", password: "password-writer" });
+    await c.join(room);
+    for (let i = 1; i <= 120; i++) {
+      await c.send(room, `line ${i}`);
+      if (i % 15 === 0) await new Promise((r) => setTimeout(r, 800));
+    }
+    c.close();
+  }, room);
+  const reader = await openChat(edgeURL, "reader", room);
+  const seqs = () => reader.page.$$eval("#messages li[data-seq]", (lis) => lis.map((li) => Number(li.dataset.seq)));
+  assert.equal((await seqs()).length, 50);
+  for (let i = 0; i < 10 && (await seqs()).length < 120; i++) {
+    await reader.page.$eval("#messages", (el) => el.scrollTo(0, 0));
+    await reader.page.waitForTimeout(300);
+  }
+  const got = await seqs();
+  assert.deepEqual(got, Array.from({ length: 120 }, (_, i) => i + 1));
+  await shot(reader.page, "06-older-loaded");
+  await writer.context.close();
+  await reader.context.close();
+});
