@@ -69,12 +69,26 @@ func (c *client) run(ctx context.Context) {
 			c.sock.closeWith(websocket.CloseUnsupportedData, "binary frames are not supported")
 		case !utf8.Valid(data):
 			c.sock.closeWith(websocket.CloseInvalidFramePayloadData, "text frame is not valid UTF-8")
-		case c.legacy:
-			c.handleLegacy(ctx, data)
 		default:
-			c.handle(ctx, data)
+			c.runCommand(ctx, data)
 		}
 	}
+}
+
+// runCommand runs one command to its end on a goroutine of its own: commands still run one at
+// a time, but the deep stack of a command (gRPC calls) is not kept by the idle read loop of
+// every connection.
+func (c *client) runCommand(ctx context.Context, data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if c.legacy {
+			c.handleLegacy(ctx, data)
+		} else {
+			c.handle(ctx, data)
+		}
+	}()
+	<-done
 }
 
 // armAuthTimer closes the socket unless it authenticates within the auth timeout.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"strings"
@@ -32,6 +33,7 @@ import (
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
 	"github.com/chatrt/chat/platform"
+	"github.com/chatrt/chat/services/edge/wsbuf"
 )
 
 // Server is one edge.
@@ -82,8 +84,10 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4 << 10,
-		WriteBufferSize: 4 << 10,
+		// A small read buffer (frames larger than it are read in several steps), and write
+		// buffers borrowed from the pool only while writing: an idle connection holds 1 KiB.
+		ReadBufferSize:  1 << 10,
+		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.checkOrigin,
 	}
 	return s
@@ -179,6 +183,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/", webHandler())
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
@@ -255,18 +265,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, legacy bool) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	hj := &hijacker{ResponseWriter: w}
+	hj := &wsbuf.Hijacker{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		return // the upgrader answered the request
 	}
-	if err := hj.conn.Flush(); err != nil { // the handshake answer
+	if err := hj.Conn.Flush(); err != nil { // the handshake answer
 		ws.Close()
 		return
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	c := &client{
-		srv: s, sock: newSocket(ws, hj.conn, &s.cfg), id: s.nextConnID(), remoteIP: host, legacy: legacy,
+		srv: s, sock: newSocket(ws, hj.Conn, &s.cfg), id: s.nextConnID(), remoteIP: host, legacy: legacy,
 		rooms: map[string]bool{}, connLimit: rate.NewLimiter(rate.Limit(s.cfg.ConnRate), s.cfg.ConnBurst),
 	}
 	if !s.track(c) {
@@ -274,9 +284,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, legacy bool) {
 		c.sock.finish()
 		return
 	}
-	defer s.conns.Done()
 	go c.sock.writeLoop()
-	c.run(s.ctx)
+	// The connection runs on its own goroutine, so the HTTP server's goroutine returns and
+	// frees what it held for the request (its buffers, the request, a deep stack).
+	go func() {
+		defer s.conns.Done()
+		c.run(s.ctx)
+	}()
 }
 
 // track registers a connection; false when the edge is shutting down.

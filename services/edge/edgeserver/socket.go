@@ -1,57 +1,15 @@
 package edgeserver
 
 import (
-	"bufio"
 	"errors"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/chatrt/chat/services/edge/wsbuf"
 )
-
-// bufferedConn buffers what gorilla/websocket writes to the TCP connection, so that the
-// writer can put every queued frame into one buffer and send it with one syscall (Flush).
-// gorilla serializes its own writes; the mutex also orders them with Flush.
-type bufferedConn struct {
-	net.Conn
-	mu sync.Mutex
-	w  *bufio.Writer
-}
-
-func (c *bufferedConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.w.Write(p)
-}
-
-// Flush sends what is buffered.
-func (c *bufferedConn) Flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.w.Flush()
-}
-
-// hijacker hands gorilla/websocket a bufferedConn when it hijacks the HTTP connection.
-type hijacker struct {
-	http.ResponseWriter
-	conn *bufferedConn
-}
-
-func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := h.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("connection cannot be hijacked")
-	}
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	h.conn = &bufferedConn{Conn: c, w: bufio.NewWriterSize(c, 32<<10)}
-	return h.conn, brw, nil
-}
 
 // frame is one queued outbound message: a prepared (shared, encoded once per edge) event, or
 // bytes of this connection's own (a reply).
@@ -112,7 +70,7 @@ func (o *outbox) close() {
 // pings, and closing with a code. The protocol side (v1 or legacy) reads from ws.
 type socket struct {
 	ws      *websocket.Conn
-	bc      *bufferedConn
+	bc      *wsbuf.Conn
 	out     *outbox
 	cfg     *Config
 	done    chan struct{} // closed when the connection is finished
@@ -122,7 +80,7 @@ type socket struct {
 	closing atomic.Bool
 }
 
-func newSocket(ws *websocket.Conn, bc *bufferedConn, cfg *Config) *socket {
+func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
 	s := &socket{ws: ws, bc: bc, out: newOutbox(cfg.OutboundQueueBytes), cfg: cfg, done: make(chan struct{})}
 	ws.SetReadLimit(cfg.MaxFrameBytes)
 	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
@@ -165,18 +123,32 @@ func (s *socket) slowConsumer() {
 	go s.closeWith(websocket.ClosePolicyViolation, "slow consumer")
 }
 
-// writeLoop sends queued frames, coalesced into one flush per wake-up, and pings, until the
-// connection is finished.
+// writeLoop sends queued frames, coalesced into one flush per wake-up (after letting them
+// gather for WriteDelay), and pings, until the connection is finished.
 func (s *socket) writeLoop() {
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
+	var gather *time.Timer
+	if s.cfg.WriteDelay > 0 {
+		gather = time.NewTimer(time.Hour)
+		gather.Stop()
+		defer gather.Stop()
+	}
 	for {
 		select {
 		case <-s.done:
 			return
 		case <-s.out.wake:
+			if gather != nil {
+				gather.Reset(s.cfg.WriteDelay)
+				select {
+				case <-s.done:
+					return
+				case <-gather.C:
+				}
+			}
+			_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			for _, f := range s.out.take() {
-				_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 				var err error
 				if f.prepared != nil {
 					err = s.ws.WritePreparedMessage(f.prepared)
@@ -193,6 +165,7 @@ func (s *socket) writeLoop() {
 				return
 			}
 		case <-ping.C:
+			_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
 				s.abort()
 				return
