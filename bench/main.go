@@ -332,7 +332,9 @@ func idle(dir string, o options) error {
 		}
 		heap := func() {}
 		if o.profile {
-			heap = func() { fetch(strings.Replace(strings.TrimSuffix(t.url, "/ws"), "ws://", "http://", 1)+"/debug/pprof/heap", fmt.Sprintf("idle-%d.heap.pprof", i)) }
+			heap = func() {
+				fetch(strings.Replace(strings.TrimSuffix(t.url, "/ws"), "ws://", "http://", 1)+"/debug/pprof/heap", fmt.Sprintf("idle-%d.heap.pprof", i))
+			}
 		}
 		r, err := runIdle(t, o.conns, o.hold, tokens, heap)
 		t.stop()
