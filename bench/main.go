@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -51,7 +52,7 @@ func main() {
 // pinToCPU1 re-executes the tool under taskset -c 1 (once), so that the load generator does
 // not share the CPU of the system under test.
 func pinToCPU1() error {
-	if os.Getenv("CHATBENCH_PINNED") == "1" {
+	if os.Getenv("CHATBENCH_PINNED") == "1" || runtime.NumCPU() < 2 {
 		return nil
 	}
 	self, err := os.Executable()
