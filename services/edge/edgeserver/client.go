@@ -36,6 +36,7 @@ type client struct {
 	limited     int // rate-limited commands in a row
 	authTimer   *time.Timer
 	legacyState legacyState
+	sends       sendQueue
 }
 
 var _ member = (*client)(nil)
@@ -101,6 +102,7 @@ func (c *client) armAuthTimer() {
 // end leaves every room, unbinds the connection, and releases the socket.
 func (c *client) end() {
 	c.authTimer.Stop()
+	c.waitSends()
 	c.sock.finish()
 	for room := range c.rooms {
 		c.srv.hub.detach(room, c)
@@ -166,6 +168,13 @@ func (c *client) handle(ctx context.Context, data []byte) {
 			return
 		}
 	}
+	if cmd.Type == "send" {
+		if perr = c.send(ctx, cmd); perr != nil {
+			c.reply(cmd.ID, nil, perr)
+		}
+		return // answered by the sender (see sends.go)
+	}
+	c.waitSends()
 	var out any
 	switch cmd.Type {
 	case "ping":
@@ -183,8 +192,6 @@ func (c *client) handle(ctx context.Context, data []byte) {
 		}
 	case "leave":
 		out, perr = c.leave(ctx, cmd)
-	case "send":
-		out, perr = c.send(ctx, cmd)
 	case "history":
 		out, perr = c.history(ctx, cmd)
 	case "who":
@@ -418,29 +425,32 @@ func (c *client) mustBeIn(room string) *protoError {
 	return nil
 }
 
-func (c *client) send(ctx context.Context, cmd command) (any, *protoError) {
+// send checks a send and queues it for the sender, which answers it.
+func (c *client) send(ctx context.Context, cmd command) *protoError {
 	var req struct {
 		Room        string `json:"room"`
 		Text        string `json:"text"`
 		ClientMsgID string `json:"client_msg_id"`
 	}
 	if perr := cmd.decodeFields(&req); perr != nil {
-		return nil, perr
+		return perr
 	}
 	if perr := c.mustBeIn(req.Room); perr != nil {
-		return nil, perr
+		return perr
 	}
 	switch n := utf8.RuneCountInString(req.Text); {
 	case n == 0:
-		return nil, errorf(codeBadRequest, "text must not be empty")
+		return errorf(codeBadRequest, "text must not be empty")
 	case n > roomv1.MaxTextChars:
-		return nil, errorf(codeTooLarge, "text is longer than %d characters", roomv1.MaxTextChars)
+		return errorf(codeTooLarge, "text is longer than %d characters", roomv1.MaxTextChars)
 	}
-	resp, perr := c.publish(ctx, req.Room, req.Text, req.ClientMsgID)
-	if perr != nil {
-		return nil, perr
+	if n := utf8.RuneCountInString(req.ClientMsgID); n > roomv1.MaxClientMsgIDChars {
+		return errorf(codeBadRequest, "client_msg_id is longer than %d characters", roomv1.MaxClientMsgIDChars)
 	}
-	return map[string]any{"seq": resp.GetSeq(), "ts": resp.GetTs().AsTime().UnixMilli()}, nil
+	c.enqueueSend(ctx, queuedSend{id: cmd.ID, req: &roomv1.PublishRequest{
+		Room: req.Room, ConnId: c.id, UserId: c.ident.userID, Username: c.ident.username, Text: req.Text, ClientMsgId: req.ClientMsgID,
+	}})
+	return nil
 }
 
 func (c *client) publish(ctx context.Context, room, text, clientMsgID string) (*roomv1.PublishResponse, *protoError) {

@@ -113,6 +113,43 @@ func (s *Service) leaveAll(ctx context.Context, connID string) ([]string, error)
 
 // Publish appends a message to a room.
 func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roomv1.PublishResponse, error) {
+	a, err := s.publishArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.store.publish(ctx, a)
+	if err != nil {
+		return nil, publishStatus(ctx, err)
+	}
+	return res.response(), nil
+}
+
+// PublishBatch appends several messages, in order, in one round trip to Redis.
+func (s *Service) PublishBatch(ctx context.Context, req *roomv1.PublishBatchRequest) (*roomv1.PublishBatchResponse, error) {
+	args := make([]publishArgs, len(req.GetMessages()))
+	for i, m := range req.GetMessages() {
+		a, err := s.publishArgs(m)
+		if err != nil {
+			return nil, err
+		}
+		args[i] = a
+	}
+	results, errs := s.store.publishBatch(ctx, args)
+	resp := &roomv1.PublishBatchResponse{Results: make([]*roomv1.PublishResult, len(args))}
+	for i := range args {
+		if errs[i] != nil {
+			st := status.Convert(publishStatus(ctx, errs[i]))
+			resp.Results[i] = &roomv1.PublishResult{Code: uint32(st.Code()), Message: st.Message()}
+			continue
+		}
+		resp.Results[i] = &roomv1.PublishResult{Response: results[i].response()}
+	}
+	return resp, nil
+}
+
+// publishArgs prepares one publish: the event is encoded here, and publish.lua adds its seq and
+// epoch.
+func (s *Service) publishArgs(req *roomv1.PublishRequest) (publishArgs, error) {
 	// Milliseconds: the precision clients see, and what a duplicate's answer can repeat.
 	now := s.now().Truncate(time.Millisecond)
 	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Message{Message: &roomv1.Message{
@@ -120,19 +157,23 @@ func (s *Service) Publish(ctx context.Context, req *roomv1.PublishRequest) (*roo
 		Ts: timestamppb.New(now), ClientMsgId: req.GetClientMsgId(),
 	}}})
 	if err != nil {
-		return nil, status.Error(codes.Internal, "encode event")
+		return publishArgs{}, status.Error(codes.Internal, "encode event")
 	}
-	res, err := s.store.publish(ctx, publishArgs{
+	return publishArgs{
 		room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), clientMsgID: req.GetClientMsgId(),
 		event: ev, epoch: newEpoch(), ts: now, historyCap: s.cfg.HistoryCap, idleTTL: s.cfg.HistoryIdleTTL, dedupWindow: s.cfg.DedupWindow,
-	})
+	}, nil
+}
+
+func publishStatus(ctx context.Context, err error) error {
 	if errors.Is(err, errNotMember) {
-		return nil, status.Error(codes.PermissionDenied, "join the room first")
+		return status.Error(codes.PermissionDenied, "join the room first")
 	}
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "publish")
-	}
-	return &roomv1.PublishResponse{Seq: res.seq, Epoch: res.epoch, Duplicate: res.duplicate, Ts: timestamppb.New(res.ts)}, nil
+	return platform.RedisStatus(ctx, err, "publish")
+}
+
+func (r publishResult) response() *roomv1.PublishResponse {
+	return &roomv1.PublishResponse{Seq: r.seq, Epoch: r.epoch, Duplicate: r.duplicate, Ts: timestamppb.New(r.ts)}
 }
 
 // newEpoch returns a fresh epoch: 64 random bits in hex.

@@ -649,3 +649,53 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		t.Run(name, func(t *testing.T) { servertest.WantCode(t, call(servertest.Ctx(t)), codes.Unavailable) })
 	}
 }
+
+func TestPublishBatch(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	h.join(t, "a", "c1", "alice")
+	h.join(t, "b", "c1", "alice")
+	next := h.events(t, "a")
+	msg := func(room, text, cmid string) *roomv1.PublishRequest {
+		return &roomv1.PublishRequest{Room: room, ConnId: "c1", UserId: "alice", Username: "name-alice", Text: text, ClientMsgId: cmid}
+	}
+	// A script cache lost (a Redis restart) is reloaded, and the batch still runs once.
+	if err := h.rdb.ScriptFlush(servertest.Ctx(t)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.client.PublishBatch(servertest.Ctx(t), &roomv1.PublishBatchRequest{Messages: []*roomv1.PublishRequest{
+		msg("a", "one", "x1"), msg("b", "elsewhere", ""), msg("nope", "not joined", ""), msg("a", "two", ""), msg("a", "one again", "x1"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.GetResults() {
+		got = append(got, fmt.Sprintf("%d #%d dup=%v", r.GetCode(), r.GetResponse().GetSeq(), r.GetResponse().GetDuplicate()))
+	}
+	equalLines(t, got, []string{"0 #1 dup=false", "0 #1 dup=false", "7 #0 dup=false", "0 #2 dup=false", "0 #1 dup=true"})
+	if resp.GetResults()[2].GetMessage() == "" {
+		t.Fatal("a refused publish has no message")
+	}
+	equalLines(t, next(2), []string{"message a #1 alice(name-alice): one", "message a #2 alice(name-alice): two"})
+
+	for _, tc := range []struct {
+		name string
+		req  *roomv1.PublishBatchRequest
+	}{
+		{"empty", &roomv1.PublishBatchRequest{}},
+		{"one invalid", &roomv1.PublishBatchRequest{Messages: []*roomv1.PublishRequest{msg("a", "ok", ""), msg("a", "", "")}}},
+		{"too many", &roomv1.PublishBatchRequest{Messages: func() []*roomv1.PublishRequest {
+			out := make([]*roomv1.PublishRequest, 257)
+			for i := range out {
+				out[i] = msg("a", "x", "")
+			}
+			return out
+		}()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.client.PublishBatch(servertest.Ctx(t), tc.req)
+			servertest.WantCode(t, err, codes.InvalidArgument)
+		})
+	}
+}

@@ -133,25 +133,84 @@ type publishResult struct {
 	duplicate bool
 }
 
-func (s *store) publish(ctx context.Context, a publishArgs) (publishResult, error) {
-	rk := s.keys.room(a.room)
-	dedupKey, window := rk.dedup(a.userID, a.clientMsgID), a.dedupWindow.Milliseconds()
+// script returns the keys and arguments of publish.lua for a.
+func (a publishArgs) script(k keys) (keys []string, argv []any) {
+	rk := k.room(a.room)
+	window := a.dedupWindow.Milliseconds()
 	if a.clientMsgID == "" {
 		window = 0
 	}
-	res, err := publishScript.Run(ctx, s.rdb, []string{rk.conns, rk.meta, rk.history, dedupKey, rk.channel},
-		a.connID, a.userID, a.epoch, a.event, a.historyCap, a.idleTTL.Milliseconds(), window, a.ts.UnixMilli()).Slice()
+	return []string{rk.conns, rk.meta, rk.history, rk.dedup(a.userID, a.clientMsgID), rk.channel},
+		[]any{a.connID, a.userID, a.epoch, a.event, a.historyCap, a.idleTTL.Milliseconds(), window, a.ts.UnixMilli()}
+}
+
+func (s *store) publish(ctx context.Context, a publishArgs) (publishResult, error) {
+	keys, argv := a.script(s.keys)
+	res, err := publishScript.Run(ctx, s.rdb, keys, argv...).Slice()
 	if err != nil {
 		return publishResult{}, fmt.Errorf("publish: %w", err)
 	}
+	return parsePublish(res)
+}
+
+func parsePublish(res []any) (publishResult, error) {
+	if len(res) == 0 {
+		return publishResult{}, errors.New("publish: empty reply")
+	}
 	if n, _ := res[0].(int64); n < 0 {
 		return publishResult{}, errNotMember
+	}
+	if len(res) < 4 {
+		return publishResult{}, fmt.Errorf("publish: unexpected reply %v", res)
 	}
 	state, _ := res[0].(int64)
 	seq, _ := res[1].(int64)
 	epoch, _ := res[2].(string)
 	ts, _ := res[3].(int64)
 	return publishResult{seq: uint64(seq), epoch: epoch, ts: time.UnixMilli(ts), duplicate: state == 0}, nil
+}
+
+// publishBatch runs publish.lua for each of args, in order, in one pipeline (one round trip).
+// Each publish is atomic on its own and gets its own result or error.
+func (s *store) publishBatch(ctx context.Context, args []publishArgs) ([]publishResult, []error) {
+	run := func() []*redis.Cmd {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(args))
+		for i, a := range args {
+			keys, argv := a.script(s.keys)
+			cmds[i] = publishScript.EvalSha(ctx, pipe, keys, argv...)
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		return cmds
+	}
+	cmds := run()
+	// A Redis that lost its script cache refuses every EVALSHA of the batch, running none:
+	// load the script and run the batch again.
+	if allNoScript(cmds) {
+		if err := publishScript.Load(ctx, s.rdb).Err(); err == nil {
+			cmds = run()
+		}
+	}
+	results := make([]publishResult, len(args))
+	errs := make([]error, len(args))
+	for i, c := range cmds {
+		res, err := c.Slice()
+		if err != nil {
+			errs[i] = fmt.Errorf("publish: %w", err)
+			continue
+		}
+		results[i], errs[i] = parsePublish(res)
+	}
+	return results, errs
+}
+
+func allNoScript(cmds []*redis.Cmd) bool {
+	for _, c := range cmds {
+		if err := c.Err(); err == nil || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return false
+		}
+	}
+	return len(cmds) > 0
 }
 
 // roomPosition is a room's epoch and last seq.

@@ -619,6 +619,164 @@ func (x *PublishResponse) GetDuplicate() bool {
 	return false
 }
 
+// PublishBatchRequest is several publishes, applied in order.
+type PublishBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The publishes: 1..256 of them, each with the limits of PublishRequest.
+	Messages      []*PublishRequest `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishBatchRequest) Reset() {
+	*x = PublishBatchRequest{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishBatchRequest) ProtoMessage() {}
+
+func (x *PublishBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishBatchRequest.ProtoReflect.Descriptor instead.
+func (*PublishBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PublishBatchRequest) GetMessages() []*PublishRequest {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+// PublishBatchResponse has one result per publish, in the order of the request.
+type PublishBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*PublishResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishBatchResponse) Reset() {
+	*x = PublishBatchResponse{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishBatchResponse) ProtoMessage() {}
+
+func (x *PublishBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishBatchResponse.ProtoReflect.Descriptor instead.
+func (*PublishBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PublishBatchResponse) GetResults() []*PublishResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// PublishResult is the outcome of one publish of a batch.
+type PublishResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code of this publish (0: OK; then response is set). PermissionDenied when
+	// the connection is not in the room; Unavailable when Redis failed (retry with the same
+	// client_msg_id: it is stored once).
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The publish's answer, when code is 0.
+	Response      *PublishResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishResult) Reset() {
+	*x = PublishResult{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishResult) ProtoMessage() {}
+
+func (x *PublishResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishResult.ProtoReflect.Descriptor instead.
+func (*PublishResult) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PublishResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PublishResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PublishResult) GetResponse() *PublishResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 // HistoryRequest asks for a page of history.
 type HistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +792,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	mi := &file_chat_room_v1_room_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +804,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	mi := &file_chat_room_v1_room_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +817,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{9}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -698,7 +856,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	mi := &file_chat_room_v1_room_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +868,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	mi := &file_chat_room_v1_room_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +881,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{10}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryResponse) GetEpoch() string {
@@ -762,7 +920,7 @@ type RecoverRequest struct {
 
 func (x *RecoverRequest) Reset() {
 	*x = RecoverRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	mi := &file_chat_room_v1_room_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +932,7 @@ func (x *RecoverRequest) String() string {
 func (*RecoverRequest) ProtoMessage() {}
 
 func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	mi := &file_chat_room_v1_room_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +945,7 @@ func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
 func (*RecoverRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{11}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecoverRequest) GetRoom() string {
@@ -829,7 +987,7 @@ type RecoverResponse struct {
 
 func (x *RecoverResponse) Reset() {
 	*x = RecoverResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	mi := &file_chat_room_v1_room_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +999,7 @@ func (x *RecoverResponse) String() string {
 func (*RecoverResponse) ProtoMessage() {}
 
 func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	mi := &file_chat_room_v1_room_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1012,7 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{12}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecoverResponse) GetRecovered() bool {
@@ -898,7 +1056,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[13]
+	mi := &file_chat_room_v1_room_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1068,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[13]
+	mi := &file_chat_room_v1_room_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1081,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{13}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MembersRequest) GetRoom() string {
@@ -953,7 +1111,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[14]
+	mi := &file_chat_room_v1_room_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1123,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[14]
+	mi := &file_chat_room_v1_room_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1136,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{14}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MembersResponse) GetMemberCount() uint32 {
@@ -1020,7 +1178,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[15]
+	mi := &file_chat_room_v1_room_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1190,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[15]
+	mi := &file_chat_room_v1_room_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1203,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{15}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Message) GetRoom() string {
@@ -1121,7 +1279,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[16]
+	mi := &file_chat_room_v1_room_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1291,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[16]
+	mi := &file_chat_room_v1_room_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1304,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{16}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemberJoined) GetRoom() string {
@@ -1194,7 +1352,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[17]
+	mi := &file_chat_room_v1_room_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1364,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[17]
+	mi := &file_chat_room_v1_room_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1377,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{17}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MemberLeft) GetRoom() string {
@@ -1270,7 +1428,7 @@ type RoomEvent struct {
 
 func (x *RoomEvent) Reset() {
 	*x = RoomEvent{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[18]
+	mi := &file_chat_room_v1_room_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1440,7 @@ func (x *RoomEvent) String() string {
 func (*RoomEvent) ProtoMessage() {}
 
 func (x *RoomEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[18]
+	mi := &file_chat_room_v1_room_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1453,7 @@ func (x *RoomEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomEvent.ProtoReflect.Descriptor instead.
 func (*RoomEvent) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{18}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RoomEvent) GetEvent() isRoomEvent_Event {
@@ -1401,7 +1559,15 @@ const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x02ts\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02ts\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"Y\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"O\n" +
+	"\x13PublishBatchRequest\x128\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1c.chat.room.v1.PublishRequestR\bmessages\"M\n" +
+	"\x14PublishBatchResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.chat.room.v1.PublishResultR\aresults\"x\n" +
+	"\rPublishResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
+	"\bresponse\x18\x03 \x01(\v2\x1d.chat.room.v1.PublishResponseR\bresponse\"Y\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1d\n" +
 	"\n" +
@@ -1450,12 +1616,13 @@ const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2\x15.chat.room.v1.MessageH\x00R\amessage\x124\n" +
 	"\x06joined\x18\x02 \x01(\v2\x1a.chat.room.v1.MemberJoinedH\x00R\x06joined\x12.\n" +
 	"\x04left\x18\x03 \x01(\v2\x18.chat.room.v1.MemberLeftH\x00R\x04leftB\a\n" +
-	"\x05event2\xf9\x03\n" +
+	"\x05event2\xd0\x04\n" +
 	"\vRoomService\x12=\n" +
 	"\x04Join\x12\x19.chat.room.v1.JoinRequest\x1a\x1a.chat.room.v1.JoinResponse\x12@\n" +
 	"\x05Leave\x12\x1a.chat.room.v1.LeaveRequest\x1a\x1b.chat.room.v1.LeaveResponse\x12I\n" +
 	"\bLeaveAll\x12\x1d.chat.room.v1.LeaveAllRequest\x1a\x1e.chat.room.v1.LeaveAllResponse\x12F\n" +
-	"\aPublish\x12\x1c.chat.room.v1.PublishRequest\x1a\x1d.chat.room.v1.PublishResponse\x12F\n" +
+	"\aPublish\x12\x1c.chat.room.v1.PublishRequest\x1a\x1d.chat.room.v1.PublishResponse\x12U\n" +
+	"\fPublishBatch\x12!.chat.room.v1.PublishBatchRequest\x1a\".chat.room.v1.PublishBatchResponse\x12F\n" +
 	"\aHistory\x12\x1c.chat.room.v1.HistoryRequest\x1a\x1d.chat.room.v1.HistoryResponse\x12F\n" +
 	"\aRecover\x12\x1c.chat.room.v1.RecoverRequest\x1a\x1d.chat.room.v1.RecoverResponse\x12F\n" +
 	"\aMembers\x12\x1c.chat.room.v1.MembersRequest\x1a\x1d.chat.room.v1.MembersResponseB0Z.github.com/chatrt/chat/gen/chat/room/v1;roomv1b\x06proto3"
@@ -1472,7 +1639,7 @@ func file_chat_room_v1_room_proto_rawDescGZIP() []byte {
 	return file_chat_room_v1_room_proto_rawDescData
 }
 
-var file_chat_room_v1_room_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_chat_room_v1_room_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_chat_room_v1_room_proto_goTypes = []any{
 	(*JoinRequest)(nil),           // 0: chat.room.v1.JoinRequest
 	(*JoinResponse)(nil),          // 1: chat.room.v1.JoinResponse
@@ -1483,49 +1650,57 @@ var file_chat_room_v1_room_proto_goTypes = []any{
 	(*LeaveAllResponse)(nil),      // 6: chat.room.v1.LeaveAllResponse
 	(*PublishRequest)(nil),        // 7: chat.room.v1.PublishRequest
 	(*PublishResponse)(nil),       // 8: chat.room.v1.PublishResponse
-	(*HistoryRequest)(nil),        // 9: chat.room.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 10: chat.room.v1.HistoryResponse
-	(*RecoverRequest)(nil),        // 11: chat.room.v1.RecoverRequest
-	(*RecoverResponse)(nil),       // 12: chat.room.v1.RecoverResponse
-	(*MembersRequest)(nil),        // 13: chat.room.v1.MembersRequest
-	(*MembersResponse)(nil),       // 14: chat.room.v1.MembersResponse
-	(*Message)(nil),               // 15: chat.room.v1.Message
-	(*MemberJoined)(nil),          // 16: chat.room.v1.MemberJoined
-	(*MemberLeft)(nil),            // 17: chat.room.v1.MemberLeft
-	(*RoomEvent)(nil),             // 18: chat.room.v1.RoomEvent
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*PublishBatchRequest)(nil),   // 9: chat.room.v1.PublishBatchRequest
+	(*PublishBatchResponse)(nil),  // 10: chat.room.v1.PublishBatchResponse
+	(*PublishResult)(nil),         // 11: chat.room.v1.PublishResult
+	(*HistoryRequest)(nil),        // 12: chat.room.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 13: chat.room.v1.HistoryResponse
+	(*RecoverRequest)(nil),        // 14: chat.room.v1.RecoverRequest
+	(*RecoverResponse)(nil),       // 15: chat.room.v1.RecoverResponse
+	(*MembersRequest)(nil),        // 16: chat.room.v1.MembersRequest
+	(*MembersResponse)(nil),       // 17: chat.room.v1.MembersResponse
+	(*Message)(nil),               // 18: chat.room.v1.Message
+	(*MemberJoined)(nil),          // 19: chat.room.v1.MemberJoined
+	(*MemberLeft)(nil),            // 20: chat.room.v1.MemberLeft
+	(*RoomEvent)(nil),             // 21: chat.room.v1.RoomEvent
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_chat_room_v1_room_proto_depIdxs = []int32{
 	2,  // 0: chat.room.v1.JoinResponse.members:type_name -> chat.room.v1.Member
-	19, // 1: chat.room.v1.PublishResponse.ts:type_name -> google.protobuf.Timestamp
-	15, // 2: chat.room.v1.HistoryResponse.messages:type_name -> chat.room.v1.Message
-	15, // 3: chat.room.v1.RecoverResponse.messages:type_name -> chat.room.v1.Message
-	2,  // 4: chat.room.v1.MembersResponse.members:type_name -> chat.room.v1.Member
-	19, // 5: chat.room.v1.Message.ts:type_name -> google.protobuf.Timestamp
-	19, // 6: chat.room.v1.MemberJoined.ts:type_name -> google.protobuf.Timestamp
-	19, // 7: chat.room.v1.MemberLeft.ts:type_name -> google.protobuf.Timestamp
-	15, // 8: chat.room.v1.RoomEvent.message:type_name -> chat.room.v1.Message
-	16, // 9: chat.room.v1.RoomEvent.joined:type_name -> chat.room.v1.MemberJoined
-	17, // 10: chat.room.v1.RoomEvent.left:type_name -> chat.room.v1.MemberLeft
-	0,  // 11: chat.room.v1.RoomService.Join:input_type -> chat.room.v1.JoinRequest
-	3,  // 12: chat.room.v1.RoomService.Leave:input_type -> chat.room.v1.LeaveRequest
-	5,  // 13: chat.room.v1.RoomService.LeaveAll:input_type -> chat.room.v1.LeaveAllRequest
-	7,  // 14: chat.room.v1.RoomService.Publish:input_type -> chat.room.v1.PublishRequest
-	9,  // 15: chat.room.v1.RoomService.History:input_type -> chat.room.v1.HistoryRequest
-	11, // 16: chat.room.v1.RoomService.Recover:input_type -> chat.room.v1.RecoverRequest
-	13, // 17: chat.room.v1.RoomService.Members:input_type -> chat.room.v1.MembersRequest
-	1,  // 18: chat.room.v1.RoomService.Join:output_type -> chat.room.v1.JoinResponse
-	4,  // 19: chat.room.v1.RoomService.Leave:output_type -> chat.room.v1.LeaveResponse
-	6,  // 20: chat.room.v1.RoomService.LeaveAll:output_type -> chat.room.v1.LeaveAllResponse
-	8,  // 21: chat.room.v1.RoomService.Publish:output_type -> chat.room.v1.PublishResponse
-	10, // 22: chat.room.v1.RoomService.History:output_type -> chat.room.v1.HistoryResponse
-	12, // 23: chat.room.v1.RoomService.Recover:output_type -> chat.room.v1.RecoverResponse
-	14, // 24: chat.room.v1.RoomService.Members:output_type -> chat.room.v1.MembersResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	22, // 1: chat.room.v1.PublishResponse.ts:type_name -> google.protobuf.Timestamp
+	7,  // 2: chat.room.v1.PublishBatchRequest.messages:type_name -> chat.room.v1.PublishRequest
+	11, // 3: chat.room.v1.PublishBatchResponse.results:type_name -> chat.room.v1.PublishResult
+	8,  // 4: chat.room.v1.PublishResult.response:type_name -> chat.room.v1.PublishResponse
+	18, // 5: chat.room.v1.HistoryResponse.messages:type_name -> chat.room.v1.Message
+	18, // 6: chat.room.v1.RecoverResponse.messages:type_name -> chat.room.v1.Message
+	2,  // 7: chat.room.v1.MembersResponse.members:type_name -> chat.room.v1.Member
+	22, // 8: chat.room.v1.Message.ts:type_name -> google.protobuf.Timestamp
+	22, // 9: chat.room.v1.MemberJoined.ts:type_name -> google.protobuf.Timestamp
+	22, // 10: chat.room.v1.MemberLeft.ts:type_name -> google.protobuf.Timestamp
+	18, // 11: chat.room.v1.RoomEvent.message:type_name -> chat.room.v1.Message
+	19, // 12: chat.room.v1.RoomEvent.joined:type_name -> chat.room.v1.MemberJoined
+	20, // 13: chat.room.v1.RoomEvent.left:type_name -> chat.room.v1.MemberLeft
+	0,  // 14: chat.room.v1.RoomService.Join:input_type -> chat.room.v1.JoinRequest
+	3,  // 15: chat.room.v1.RoomService.Leave:input_type -> chat.room.v1.LeaveRequest
+	5,  // 16: chat.room.v1.RoomService.LeaveAll:input_type -> chat.room.v1.LeaveAllRequest
+	7,  // 17: chat.room.v1.RoomService.Publish:input_type -> chat.room.v1.PublishRequest
+	9,  // 18: chat.room.v1.RoomService.PublishBatch:input_type -> chat.room.v1.PublishBatchRequest
+	12, // 19: chat.room.v1.RoomService.History:input_type -> chat.room.v1.HistoryRequest
+	14, // 20: chat.room.v1.RoomService.Recover:input_type -> chat.room.v1.RecoverRequest
+	16, // 21: chat.room.v1.RoomService.Members:input_type -> chat.room.v1.MembersRequest
+	1,  // 22: chat.room.v1.RoomService.Join:output_type -> chat.room.v1.JoinResponse
+	4,  // 23: chat.room.v1.RoomService.Leave:output_type -> chat.room.v1.LeaveResponse
+	6,  // 24: chat.room.v1.RoomService.LeaveAll:output_type -> chat.room.v1.LeaveAllResponse
+	8,  // 25: chat.room.v1.RoomService.Publish:output_type -> chat.room.v1.PublishResponse
+	10, // 26: chat.room.v1.RoomService.PublishBatch:output_type -> chat.room.v1.PublishBatchResponse
+	13, // 27: chat.room.v1.RoomService.History:output_type -> chat.room.v1.HistoryResponse
+	15, // 28: chat.room.v1.RoomService.Recover:output_type -> chat.room.v1.RecoverResponse
+	17, // 29: chat.room.v1.RoomService.Members:output_type -> chat.room.v1.MembersResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_chat_room_v1_room_proto_init() }
@@ -1533,7 +1708,7 @@ func file_chat_room_v1_room_proto_init() {
 	if File_chat_room_v1_room_proto != nil {
 		return
 	}
-	file_chat_room_v1_room_proto_msgTypes[18].OneofWrappers = []any{
+	file_chat_room_v1_room_proto_msgTypes[21].OneofWrappers = []any{
 		(*RoomEvent_Message)(nil),
 		(*RoomEvent_Joined)(nil),
 		(*RoomEvent_Left)(nil),
@@ -1544,7 +1719,7 @@ func file_chat_room_v1_room_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_room_v1_room_proto_rawDesc), len(file_chat_room_v1_room_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RoomService_Join_FullMethodName     = "/chat.room.v1.RoomService/Join"
-	RoomService_Leave_FullMethodName    = "/chat.room.v1.RoomService/Leave"
-	RoomService_LeaveAll_FullMethodName = "/chat.room.v1.RoomService/LeaveAll"
-	RoomService_Publish_FullMethodName  = "/chat.room.v1.RoomService/Publish"
-	RoomService_History_FullMethodName  = "/chat.room.v1.RoomService/History"
-	RoomService_Recover_FullMethodName  = "/chat.room.v1.RoomService/Recover"
-	RoomService_Members_FullMethodName  = "/chat.room.v1.RoomService/Members"
+	RoomService_Join_FullMethodName         = "/chat.room.v1.RoomService/Join"
+	RoomService_Leave_FullMethodName        = "/chat.room.v1.RoomService/Leave"
+	RoomService_LeaveAll_FullMethodName     = "/chat.room.v1.RoomService/LeaveAll"
+	RoomService_Publish_FullMethodName      = "/chat.room.v1.RoomService/Publish"
+	RoomService_PublishBatch_FullMethodName = "/chat.room.v1.RoomService/PublishBatch"
+	RoomService_History_FullMethodName      = "/chat.room.v1.RoomService/History"
+	RoomService_Recover_FullMethodName      = "/chat.room.v1.RoomService/Recover"
+	RoomService_Members_FullMethodName      = "/chat.room.v1.RoomService/Members"
 )
 
 // RoomServiceClient is the client API for RoomService service.
@@ -53,6 +54,10 @@ type RoomServiceClient interface {
 	// Publish appends a message to a room: assigns the next seq, appends it to the history and
 	// publishes the `message` event, atomically. The publishing connection must be in the room.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// PublishBatch publishes several messages in order, in one call and one Redis round trip:
+	// each is handled exactly as Publish would (its own atomic script), and each gets its own
+	// result. Edges use it to pass on a connection's queued sends together.
+	PublishBatch(ctx context.Context, in *PublishBatchRequest, opts ...grpc.CallOption) (*PublishBatchResponse, error)
 	// History pages backwards through a room's message history.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Recover answers every message after a position, all or nothing: when the room's epoch
@@ -104,6 +109,16 @@ func (c *roomServiceClient) Publish(ctx context.Context, in *PublishRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PublishResponse)
 	err := c.cc.Invoke(ctx, RoomService_Publish_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *roomServiceClient) PublishBatch(ctx context.Context, in *PublishBatchRequest, opts ...grpc.CallOption) (*PublishBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishBatchResponse)
+	err := c.cc.Invoke(ctx, RoomService_PublishBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +180,10 @@ type RoomServiceServer interface {
 	// Publish appends a message to a room: assigns the next seq, appends it to the history and
 	// publishes the `message` event, atomically. The publishing connection must be in the room.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// PublishBatch publishes several messages in order, in one call and one Redis round trip:
+	// each is handled exactly as Publish would (its own atomic script), and each gets its own
+	// result. Edges use it to pass on a connection's queued sends together.
+	PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error)
 	// History pages backwards through a room's message history.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Recover answers every message after a position, all or nothing: when the room's epoch
@@ -193,6 +212,9 @@ func (UnimplementedRoomServiceServer) LeaveAll(context.Context, *LeaveAllRequest
 }
 func (UnimplementedRoomServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
+}
+func (UnimplementedRoomServiceServer) PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishBatch not implemented")
 }
 func (UnimplementedRoomServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -296,6 +318,24 @@ func _RoomService_Publish_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RoomService_PublishBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RoomServiceServer).PublishBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RoomService_PublishBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RoomServiceServer).PublishBatch(ctx, req.(*PublishBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RoomService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HistoryRequest)
 	if err := dec(in); err != nil {
@@ -372,6 +412,10 @@ var RoomService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Publish",
 			Handler:    _RoomService_Publish_Handler,
+		},
+		{
+			MethodName: "PublishBatch",
+			Handler:    _RoomService_PublishBatch_Handler,
 		},
 		{
 			MethodName: "History",

@@ -81,3 +81,19 @@ func (r *MembersRequest) Validate() error {
 		fieldcheck.Max("limit", uint64(r.GetLimit()), MaxMembersLimit),
 	)
 }
+
+// MaxPublishBatch is the most messages of one PublishBatch.
+const MaxPublishBatch = 256
+
+// Validate checks the request against the documented limits.
+func (r *PublishBatchRequest) Validate() error {
+	if err := fieldcheck.Count("messages", len(r.GetMessages()), 1, MaxPublishBatch); err != nil {
+		return err
+	}
+	for _, m := range r.GetMessages() {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
