@@ -284,7 +284,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, legacy bool) {
 		c.sock.finish()
 		return
 	}
-	go c.sock.writeLoop()
+	c.sock.startPings()
 	// The connection runs on its own goroutine, so the HTTP server's goroutine returns and
 	// frees what it held for the request (its buffers, the request, a deep stack).
 	go func() {

@@ -11,51 +11,52 @@ import (
 	"github.com/chatrt/chat/services/edge/wsbuf"
 )
 
-// frame is one queued outbound message: a prepared (shared, encoded once per edge) event, or
-// bytes of this connection's own (a reply).
+// frame is one queued outbound message: a prepared (shared, encoded once per edge) event, bytes
+// of this connection's own (a reply), or a ping.
 type frame struct {
 	prepared *websocket.PreparedMessage
 	data     []byte
 	size     int
+	ping     bool
 }
 
-// outbox is a connection's outbound queue, bounded in bytes.
+// outbox is a connection's outbound queue, bounded in bytes. A writer goroutine runs only
+// while it holds frames, so an idle connection has none.
 type outbox struct {
-	mu     sync.Mutex
-	frames []frame
-	bytes  int
-	max    int
-	closed bool
-	wake   chan struct{}
+	mu      sync.Mutex
+	frames  []frame
+	bytes   int
+	max     int
+	closed  bool
+	writing bool
 }
 
-func newOutbox(maxBytes int) *outbox {
-	return &outbox{max: maxBytes, wake: make(chan struct{}, 1)}
-}
-
-// push queues f; it returns false when the queue would exceed its bound (or is closed).
-func (o *outbox) push(f frame) bool {
+// push queues f. It reports false when the queue would exceed its bound (or is closed), and
+// start when the caller must start a writer (none is running).
+func (o *outbox) push(f frame) (ok, start bool) {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.closed || o.bytes+f.size > o.max {
-		o.mu.Unlock()
-		return false
+		return false, false
 	}
 	o.frames = append(o.frames, f)
 	o.bytes += f.size
-	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
+	if !o.writing {
+		o.writing = true
+		return true, true
 	}
-	return true
+	return true, false
 }
 
-// take removes and returns everything queued.
+// take removes and returns everything queued; when nothing is, the writer is done.
 func (o *outbox) take() []frame {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	fs := o.frames
 	o.frames, o.bytes = nil, 0
+	if len(fs) == 0 {
+		o.writing = false
+	}
 	return fs
 }
 
@@ -78,10 +79,12 @@ type socket struct {
 	onceCls sync.Once
 	// closing is set once the edge has sent its close frame.
 	closing atomic.Bool
+	// pinger queues a ping every PingInterval.
+	pinger *time.Timer
 }
 
 func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
-	s := &socket{ws: ws, bc: bc, out: newOutbox(cfg.OutboundQueueBytes), cfg: cfg, done: make(chan struct{})}
+	s := &socket{ws: ws, bc: bc, out: &outbox{max: cfg.OutboundQueueBytes}, cfg: cfg, done: make(chan struct{})}
 	ws.SetReadLimit(cfg.MaxFrameBytes)
 	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 	ws.SetPongHandler(func(string) error {
@@ -104,17 +107,37 @@ func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
 }
 
 // send queues bytes of this connection's own; a full queue closes the connection.
-func (s *socket) send(data []byte) {
-	if !s.out.push(frame{data: data, size: len(data)}) {
-		s.slowConsumer()
-	}
-}
+func (s *socket) send(data []byte) { s.enqueue(frame{data: data, size: len(data)}) }
 
 // sendPrepared queues a shared frame of size bytes; a full queue closes the connection.
 func (s *socket) sendPrepared(pm *websocket.PreparedMessage, size int) {
-	if !s.out.push(frame{prepared: pm, size: size}) {
+	s.enqueue(frame{prepared: pm, size: size})
+}
+
+func (s *socket) enqueue(f frame) {
+	ok, start := s.out.push(f)
+	if !ok {
 		s.slowConsumer()
+		return
 	}
+	if start {
+		go s.write()
+	}
+}
+
+// startPings queues a ping every PingInterval until the connection is finished.
+func (s *socket) startPings() {
+	// Armed only once s.pinger is set, which the callback uses.
+	s.pinger = time.AfterFunc(time.Hour, func() {
+		select {
+		case <-s.done:
+			return
+		default:
+		}
+		s.enqueue(frame{ping: true})
+		s.pinger.Reset(s.cfg.PingInterval)
+	})
+	s.pinger.Reset(s.cfg.PingInterval)
 }
 
 // slowConsumer closes a connection whose queue is full, without blocking the caller (the
@@ -123,57 +146,39 @@ func (s *socket) slowConsumer() {
 	go s.closeWith(websocket.ClosePolicyViolation, "slow consumer")
 }
 
-// writeLoop sends queued frames, coalesced into one flush per wake-up (after letting them
-// gather for WriteDelay), and pings, until the connection is finished.
-func (s *socket) writeLoop() {
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
-	var gather *time.Timer
-	if s.cfg.WriteDelay > 0 {
-		gather = time.NewTimer(time.Hour)
-		gather.Stop()
-		defer gather.Stop()
-	}
+// write sends queued frames until the queue is empty, each batch coalesced into one flush
+// (after letting frames gather for WriteDelay), then ends; the next frame starts a new writer.
+func (s *socket) write() {
 	for {
-		select {
-		case <-s.done:
+		if s.cfg.WriteDelay > 0 {
+			select {
+			case <-s.done:
+			case <-time.After(s.cfg.WriteDelay):
+			}
+		}
+		frames := s.out.take()
+		if len(frames) == 0 {
 			return
-		case <-s.out.wake:
-			if gather != nil {
-				gather.Reset(s.cfg.WriteDelay)
-				select {
-				case <-s.done:
-					return
-				case <-gather.C:
-				}
+		}
+		_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		for _, f := range frames {
+			var err error
+			switch {
+			case f.ping:
+				err = s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout))
+			case f.prepared != nil:
+				err = s.ws.WritePreparedMessage(f.prepared)
+			default:
+				err = s.ws.WriteMessage(websocket.TextMessage, f.data)
 			}
-			_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			for _, f := range s.out.take() {
-				var err error
-				if f.prepared != nil {
-					err = s.ws.WritePreparedMessage(f.prepared)
-				} else {
-					err = s.ws.WriteMessage(websocket.TextMessage, f.data)
-				}
-				if err != nil {
-					s.abort()
-					return
-				}
-			}
-			if err := s.bc.Flush(); err != nil {
+			if err != nil {
 				s.abort()
 				return
 			}
-		case <-ping.C:
-			_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-				s.abort()
-				return
-			}
-			if err := s.bc.Flush(); err != nil {
-				s.abort()
-				return
-			}
+		}
+		if err := s.bc.Flush(); err != nil {
+			s.abort()
+			return
 		}
 	}
 }
@@ -203,6 +208,9 @@ func (s *socket) abort() { _ = s.ws.NetConn().Close() }
 func (s *socket) finish() {
 	s.onceEnd.Do(func() {
 		close(s.done)
+		if s.pinger != nil {
+			s.pinger.Stop()
+		}
 		s.out.close()
 		_ = s.bc.Flush() // a close frame gorilla wrote while reading (1009, an echoed close)
 		_ = s.ws.Close()
