@@ -321,6 +321,13 @@ func connect(dir string, o options) error {
 		r := res[k]
 		fmt.Printf("%-8s %10.0f %9.2f %9.2f %7.0f%%\n", k, r.ConnPerSec, r.P50ms, r.P99ms, 100*r.LoadgenCPU)
 	}
+	if r, ok := res["suite"]; ok {
+		fmt.Print("suite CPU per connection (last run):")
+		for _, name := range []string{"edge", "auth", "room", "presence", "redis"} {
+			fmt.Printf(" %s %.0f µs,", name, r.CPUPerConn[name])
+		}
+		fmt.Println()
+	}
 	return nil
 }
 

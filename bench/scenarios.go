@@ -24,14 +24,20 @@ type connectResult struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	LoadgenCPU float64 `json:"loadgen_cpu"`
+	// CPUPerConn is each process's CPU time per connection, in microseconds.
+	CPUPerConn map[string]float64 `json:"cpu_us_per_conn"`
 }
 
 func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
-	cpu0 := loadgenCPU()
+	cpu0, procs0 := loadgenCPU(), t.cpuSeconds()
 	start := time.Now()
 	conns, lat, err := openConns(t, n, c, tokens, "bench-connect")
 	elapsed := time.Since(start)
 	cpu := loadgenCPU() - cpu0
+	perConn := map[string]float64{}
+	for name, sec := range t.cpuSeconds() {
+		perConn[name] = (sec - procs0[name]) / float64(n) * 1e6
+	}
 	closeAll(conns)
 	if err != nil {
 		return connectResult{}, err
@@ -42,6 +48,7 @@ func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 		P50ms:      float64(lat[n/2].Microseconds()) / 1000,
 		P99ms:      float64(lat[n*99/100].Microseconds()) / 1000,
 		LoadgenCPU: cpu / elapsed.Seconds(),
+		CPUPerConn: perConn,
 	}, nil
 }
 

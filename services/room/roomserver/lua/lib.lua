@@ -22,14 +22,24 @@ local function pb_uint(field, n)
 end
 
 -- list_members returns the member count and, flattened, up to limit members ordered by user
--- id: user id, username, connection count.
+-- id: user id, username, connection count. Names and counts are read with HMGET in chunks
+-- (unpack has a limit), not one call per member.
 local function list_members(users, names, counts, limit)
   local out = {}
   if limit > 0 then
-    for _, u in ipairs(redis.call('ZRANGE', users, 0, limit - 1)) do
-      out[#out + 1] = u
-      out[#out + 1] = redis.call('HGET', names, u) or ''
-      out[#out + 1] = redis.call('HGET', counts, u) or '0'
+    local ids = redis.call('ZRANGE', users, 0, limit - 1)
+    for from = 1, #ids, 1000 do
+      local chunk = {}
+      for i = from, math.min(from + 999, #ids) do
+        chunk[#chunk + 1] = ids[i]
+      end
+      local ns = redis.call('HMGET', names, unpack(chunk))
+      local cs = redis.call('HMGET', counts, unpack(chunk))
+      for i, u in ipairs(chunk) do
+        out[#out + 1] = u
+        out[#out + 1] = ns[i] or ''
+        out[#out + 1] = cs[i] or '0'
+      end
     end
   end
   return redis.call('ZCARD', users), out
