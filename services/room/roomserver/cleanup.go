@@ -99,9 +99,11 @@ func (s *Service) cleanupOnce(ctx context.Context, consumer string) error {
 	return nil
 }
 
-// handleEvents takes every unbound connection out of its rooms and acknowledges each event
-// once handled. An event that fails stays pending, to be claimed again.
+// handleEvents takes every unbound connection out of its rooms and acknowledges the handled
+// events together. An event that fails stays pending (with those after it), to be claimed again.
 func (s *Service) handleEvents(ctx context.Context, msgs []redis.XMessage) error {
+	var handled []string
+	var failure error
 	for _, m := range msgs {
 		raw, _ := m.Values["event"].(string)
 		var ev presencev1.PresenceEvent
@@ -111,17 +113,21 @@ func (s *Service) handleEvents(ctx context.Context, msgs []redis.XMessage) error
 		} else if ev.GetKind() == presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_UNBOUND {
 			rooms, err := s.leaveAll(ctx, ev.GetConnId())
 			if err != nil {
-				return fmt.Errorf("clean up connection %q: %w", ev.GetConnId(), err)
+				failure = fmt.Errorf("clean up connection %q: %w", ev.GetConnId(), err)
+				break
 			}
 			if len(rooms) > 0 {
 				s.log.Info("unbound connection taken out of its rooms", "conn", ev.GetConnId(), "rooms", len(rooms), "reason", ev.GetReason().String())
 			}
 		}
-		if err := s.store.rdb.XAck(ctx, s.cfg.PresenceEvents, s.cfg.CleanupGroup, m.ID).Err(); err != nil {
-			return fmt.Errorf("acknowledge presence event: %w", err)
+		handled = append(handled, m.ID)
+	}
+	if len(handled) > 0 {
+		if err := s.store.rdb.XAck(ctx, s.cfg.PresenceEvents, s.cfg.CleanupGroup, handled...).Err(); err != nil {
+			return fmt.Errorf("acknowledge presence events: %w", err)
 		}
 	}
-	return nil
+	return failure
 }
 
 // consumerName names this replica in the consumer group: host, pid and a random part.
