@@ -1,0 +1,103 @@
+package edgeserver
+
+import (
+	"net/http/httptest"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestParseCommand(t *testing.T) {
+	tests := []struct {
+		frame   string
+		id      int64
+		typ     string
+		errCode string
+	}{
+		{`{"id":7,"type":"ping"}`, 7, "ping", ""},
+		{`  {"id":-1,"type":"send","room":"r"}  `, -1, "send", ""},
+		{`{"id":7}`, 7, "", codeBadRequest},
+		{`{"id":7,"type":3}`, 7, "", codeBadRequest},
+		{`{"type":"ping"}`, 0, "", codeBadRequest},
+		{`{"id":"7","type":"ping"}`, 0, "", codeBadRequest},
+		{`{"id":7.5,"type":"ping"}`, 0, "", codeBadRequest},
+		{`[{"id":7}]`, 0, "", codeBadRequest},
+		{`{"id":7,"type":"ping"`, 0, "", codeBadRequest},
+		{``, 0, "", codeBadRequest},
+	}
+	for _, tc := range tests {
+		cmd, perr := parseCommand([]byte(tc.frame))
+		gotCode := ""
+		if perr != nil {
+			gotCode = perr.Code
+		}
+		if cmd.ID != tc.id || cmd.Type != tc.typ || gotCode != tc.errCode {
+			t.Errorf("parseCommand(%s) = id %d type %q err %q, want %d %q %q", tc.frame, cmd.ID, cmd.Type, gotCode, tc.id, tc.typ, tc.errCode)
+		}
+	}
+}
+
+func TestDecodeFieldsNamesTheField(t *testing.T) {
+	cmd, _ := parseCommand([]byte(`{"id":1,"type":"history","room":"r","limit":"ten"}`))
+	var req struct {
+		Room  string `json:"room"`
+		Limit uint32 `json:"limit"`
+	}
+	perr := cmd.decodeFields(&req)
+	if perr == nil || perr.Code != codeBadRequest || perr.Message != "field limit must be a number" {
+		t.Fatalf("got %v", perr)
+	}
+}
+
+func TestFromRPC(t *testing.T) {
+	tests := []struct {
+		code codes.Code
+		want string
+	}{
+		{codes.InvalidArgument, codeBadRequest},
+		{codes.Unauthenticated, codeUnauthenticated},
+		{codes.PermissionDenied, codeForbidden},
+		{codes.NotFound, codeNotFound},
+		{codes.AlreadyExists, codeConflict},
+		{codes.FailedPrecondition, codeConflict},
+		{codes.ResourceExhausted, codeRateLimited},
+		{codes.Unavailable, codeUnavailable},
+		{codes.DeadlineExceeded, codeUnavailable},
+		{codes.Internal, codeInternal},
+		{codes.Unknown, codeInternal},
+	}
+	for _, tc := range tests {
+		got := fromRPC(status.Error(tc.code, "secret backend detail"))
+		if got.Code != tc.want {
+			t.Errorf("%v -> %s, want %s", tc.code, got.Code, tc.want)
+		}
+		if tc.want == codeInternal && got.Message != "internal error" {
+			t.Errorf("%v leaks %q", tc.code, got.Message)
+		}
+	}
+}
+
+func TestCheckOrigin(t *testing.T) {
+	s := &Server{origins: Config{AllowedOrigins: "https://app.example.com"}.origins()}
+	for _, tc := range []struct {
+		host, origin string
+		ok           bool
+	}{
+		{"chat.example.com", "", true},
+		{"chat.example.com", "https://chat.example.com", true},
+		{"chat.example.com", "https://CHAT.example.com", true},
+		{"chat.example.com", "https://app.example.com", true},
+		{"chat.example.com", "https://app.example.com.evil.io", false},
+		{"chat.example.com", "https://evil.io/https://app.example.com", false},
+		{"chat.example.com", "not a url", false},
+	} {
+		r := httptest.NewRequest("GET", "http://"+tc.host+"/ws", nil)
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		if got := s.checkOrigin(r); got != tc.ok {
+			t.Errorf("host %s origin %q: %v, want %v", tc.host, tc.origin, got, tc.ok)
+		}
+	}
+}
