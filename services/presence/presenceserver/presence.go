@@ -49,18 +49,20 @@ func NewService(log *slog.Logger, cfg Config, rdb redis.UniversalClient) *Servic
 // Bind records a connection.
 func (s *Service) Bind(ctx context.Context, req *presencev1.BindRequest) (*presencev1.BindResponse, error) {
 	now := s.now()
-	deadline, ok, err := s.store.leaseDeadline(ctx, req.GetEdgeId())
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "bind")
-	}
-	if !ok || !deadline.After(now) {
-		return nil, status.Errorf(codes.FailedPrecondition, "edge %q has no live lease: call Heartbeat first", req.GetEdgeId())
-	}
 	b := binding{ConnID: req.GetConnId(), UserID: req.GetUserId(), Username: req.GetUsername(), EdgeID: req.GetEdgeId(), BoundAt: now}
-
-	owner, added, err := s.store.claimEdgeConn(ctx, b.EdgeID, b.ConnID, b.UserID)
+	// The edge index is written with the lease check, in one round trip; without a live lease
+	// the entry this call added is taken back.
+	deadline, leased, owner, added, err := s.store.claimEdgeConn(ctx, b.EdgeID, b.ConnID, b.UserID)
 	if err != nil {
 		return nil, platform.RedisStatus(ctx, err, "bind")
+	}
+	if !leased || !deadline.After(now) {
+		if added {
+			if err := s.store.dropEdgeConn(ctx, b.EdgeID, b.ConnID); err != nil {
+				return nil, platform.RedisStatus(ctx, err, "bind")
+			}
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "edge %q has no live lease: call Heartbeat first", req.GetEdgeId())
 	}
 	if owner != b.UserID {
 		return nil, status.Error(codes.FailedPrecondition, "connection id is bound to another user")

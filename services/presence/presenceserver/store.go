@@ -68,18 +68,6 @@ type store struct {
 	streamMaxLen int64
 }
 
-// leaseDeadline returns when an edge's lease lapses; ok is false when it has none.
-func (s *store) leaseDeadline(ctx context.Context, edgeID string) (deadline time.Time, ok bool, err error) {
-	score, err := s.rdb.ZScore(ctx, s.keys.leases(), edgeID).Result()
-	if errors.Is(err, redis.Nil) {
-		return time.Time{}, false, nil
-	}
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("read lease: %w", err)
-	}
-	return time.UnixMilli(int64(score)), true, nil
-}
-
 // renewLease sets an edge's lease deadline and reports whether it had no live lease before.
 func (s *store) renewLease(ctx context.Context, edgeID string, now, deadline time.Time) (created bool, err error) {
 	n, err := renewLeaseScript.Run(ctx, s.rdb, []string{s.keys.leases()}, edgeID, now.UnixMilli(), deadline.UnixMilli()).Int()
@@ -127,16 +115,22 @@ func (s *store) edgeConns(ctx context.Context, edgeID string) (map[string]string
 	return m, nil
 }
 
-// claimEdgeConn adds a connection to its edge's index unless it is there; it returns the user
-// the index names for it and whether this call added it.
-func (s *store) claimEdgeConn(ctx context.Context, edgeID, connID, userID string) (owner string, added bool, err error) {
+// claimEdgeConn reads the edge's lease deadline (ok false: no lease) and adds a connection to
+// its edge's index unless it is there, in one round trip; it returns the user the index names
+// for the connection and whether this call added it.
+func (s *store) claimEdgeConn(ctx context.Context, edgeID, connID, userID string) (deadline time.Time, ok bool, owner string, added bool, err error) {
 	pipe := s.rdb.Pipeline()
+	lease := pipe.ZScore(ctx, s.keys.leases(), edgeID)
 	set := pipe.HSetNX(ctx, s.keys.edgeConns(edgeID), connID, userID)
 	get := pipe.HGet(ctx, s.keys.edgeConns(edgeID), connID)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return "", false, fmt.Errorf("index connection on edge: %w", err)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return time.Time{}, false, "", false, fmt.Errorf("index connection on edge: %w", err)
 	}
-	return get.Val(), set.Val(), nil
+	score, lerr := lease.Result()
+	if lerr == nil {
+		deadline, ok = time.UnixMilli(int64(score)), true
+	}
+	return deadline, ok, get.Val(), set.Val(), nil
 }
 
 // dropEdgeConn removes a connection from its edge's index.

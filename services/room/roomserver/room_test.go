@@ -699,3 +699,16 @@ func TestPublishBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinAfterScriptCacheLoss: a Redis that lost its scripts (a restart) still joins.
+func TestJoinAfterScriptCacheLoss(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	if err := h.rdb.ScriptFlush(servertest.Ctx(t)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.join(t, "r", "c1", "alice"); !r.GetUserJoined() || r.GetMemberCount() != 1 {
+		t.Fatalf("join after SCRIPT FLUSH: %+v", r)
+	}
+	equalLines(t, h.members(t, "r"), []string{"alice(name-alice)x1"})
+}

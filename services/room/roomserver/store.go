@@ -55,13 +55,22 @@ type joinResult struct {
 }
 
 func (s *store) join(ctx context.Context, room, connID, userID, username string, joinedEvent []byte, limit int) (joinResult, error) {
-	// The index first: should anything fail after it, LeaveAll still finds the room.
-	if err := s.rdb.SAdd(ctx, s.keys.connRooms(connID), room).Err(); err != nil {
+	// The index first (in the same round trip, ahead of the script): should anything fail
+	// after it, LeaveAll still finds the room.
+	rk := s.keys.room(room)
+	keys := []string{rk.conns, rk.counts, rk.users, rk.names, rk.meta, rk.channel}
+	pipe := s.rdb.Pipeline()
+	index := pipe.SAdd(ctx, s.keys.connRooms(connID), room)
+	script := joinScript.EvalSha(ctx, pipe, keys, connID, userID, username, joinedEvent, limit)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	if err := index.Err(); err != nil {
 		return joinResult{}, fmt.Errorf("index join: %w", err)
 	}
-	rk := s.keys.room(room)
-	res, err := joinScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.names, rk.meta, rk.channel},
-		connID, userID, username, joinedEvent, limit).Slice()
+	res, err := script.Slice()
+	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		// Redis lost its script cache: run it again, sending the script.
+		res, err = joinScript.Run(ctx, s.rdb, keys, connID, userID, username, joinedEvent, limit).Slice()
+	}
 	if err != nil {
 		return joinResult{}, fmt.Errorf("join: %w", err)
 	}
