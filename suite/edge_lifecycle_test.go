@@ -169,7 +169,7 @@ func TestEdgeKilled(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build edge: %v\n%s", err, out)
 	}
-	cfg := b.edgeConfig("edge-doomed")
+	cfg := b.edgeConfig(t, "edge-doomed")
 	port := freePort(t)
 	cmd := exec.Command(bin,
 		"-http-addr", port, "-edge-id", "edge-doomed",

@@ -135,10 +135,11 @@ type edge struct {
 }
 
 // edgeConfig is the edge configuration of tests: generous limits, quick timeouts.
-func (b *backend) edgeConfig(id string) edgeserver.Config {
+func (b *backend) edgeConfig(t *testing.T, id string) edgeserver.Config {
+	t.Helper()
 	c, err := edgeserver.ConfigFromArgs(nil)
 	if err != nil {
-		panic(err)
+		t.Fatal(err)
 	}
 	c.EdgeID = id
 	c.AuthAddr, c.RoomAddr, c.PresenceAddr = b.addrs.auth, b.addrs.room, b.addrs.presence
@@ -156,7 +157,7 @@ func (b *backend) edgeConfig(id string) edgeserver.Config {
 // startEdge runs an edge in this process until the test ends.
 func (b *backend) startEdge(t *testing.T, id string, edit func(*edgeserver.Config)) *edge {
 	t.Helper()
-	cfg := b.edgeConfig(id)
+	cfg := b.edgeConfig(t, id)
 	if edit != nil {
 		edit(&cfg)
 	}
