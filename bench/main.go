@@ -262,7 +262,7 @@ func maybeProfile(t *target, on bool, name string) func() {
 	if !on || t.kind != "suite" {
 		return func() {}
 	}
-	base := strings.Replace(strings.TrimSuffix(t.url, "/ws"), "ws://", "http://", 1)
+	base := t.httpBase()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -341,7 +341,7 @@ func idle(dir string, o options) error {
 		heap := func() {}
 		if o.profile {
 			heap = func() {
-				fetch(strings.Replace(strings.TrimSuffix(t.url, "/ws"), "ws://", "http://", 1)+"/debug/pprof/heap", fmt.Sprintf("idle-%d.heap.pprof", i))
+				fetch(t.httpBase()+"/debug/pprof/heap", fmt.Sprintf("idle-%d.heap.pprof", i))
 			}
 		}
 		r, err := runIdle(t, o.conns, o.hold, tokens, heap)

@@ -236,3 +236,8 @@ func (t *target) cpuSeconds() map[string]float64 {
 	}
 	return out
 }
+
+// httpBase is the first edge's (or the floor's) HTTP address, for /debug/pprof and /healthz.
+func (t *target) httpBase() string {
+	return strings.Replace(strings.TrimSuffix(t.url, "/ws"), "ws://", "http://", 1)
+}

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,15 +385,3 @@ func (b *backend) user(t testing.TB, e *edge, name string) *wsClient {
 	c.ok("register", map[string]any{"username": name, "password": "password-" + name})
 	return c
 }
-
-func brief(ev map[string]any) string {
-	switch ev["type"] {
-	case "message":
-		return fmt.Sprintf("message %v #%v %v: %v", ev["room"], ev["seq"], ev["username"], ev["text"])
-	case "joined", "left":
-		return fmt.Sprintf("%v %v %v", ev["type"], ev["room"], ev["username"])
-	}
-	return fmt.Sprint(ev)
-}
-
-func joinLines(ss []string) string { return strings.Join(ss, "\n") }

@@ -261,13 +261,6 @@ func (h *hub) detach(room string, m member) {
 	}
 }
 
-// isMember tells whether m is in room (joined or joining).
-func (h *hub) isMember(room string, m member) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.subs[room].lookup(m) != nil
-}
-
 // run reads the pub/sub connection until ctx is done.
 func (h *hub) run(ctx context.Context) {
 	defer h.wg.Wait()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -185,7 +186,7 @@ func (s *Service) UserConnections(ctx context.Context, req *presencev1.UserConne
 		if c := a.BoundAt.Compare(b.BoundAt); c != 0 {
 			return c
 		}
-		return compareStrings(a.ConnID, b.ConnID)
+		return strings.Compare(a.ConnID, b.ConnID)
 	})
 	resp := &presencev1.UserConnectionsResponse{Connections: make([]*presencev1.Connection, len(conns))}
 	for i, c := range conns {
@@ -213,14 +214,4 @@ func (s *Service) OnlineStatus(ctx context.Context, req *presencev1.OnlineStatus
 		resp.Statuses[i] = us
 	}
 	return resp, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
