@@ -13,10 +13,10 @@ type roomKeys struct {
 	conns string
 	// counts maps each member to its number of connections in the room.
 	counts string
-	// users is the sorted set of member ids (all scores 0: ordered by id).
+	// users is the sorted set of members as "<user id> <username>", all scores 0: ordered by
+	// id, since ids hold no space and a space sorts before every character an id may hold.
+	// One ZRANGE lists members with their names (no lookup per member).
 	users string
-	// names maps each member to its username.
-	names string
 	// meta holds seq (the last message's) and epoch.
 	meta string
 	// history is the capped stream of messages, with entry ids "<seq>-0".
@@ -33,7 +33,6 @@ func (k keys) room(name string) roomKeys {
 		conns:   tag + ":conns",
 		counts:  tag + ":counts",
 		users:   tag + ":users",
-		names:   tag + ":names",
 		meta:    tag + ":meta",
 		history: tag + ":history",
 		channel: roomv1.EventChannel(k.prefix, name),

@@ -226,6 +226,40 @@ func TestMemberLimits(t *testing.T) {
 	}
 }
 
+
+// TestMemberEntriesKeepIdsAndNamesApart: members are stored as "<id> <name>"; ids that prefix
+// one another, and names with spaces, must neither mix up listings nor leaves.
+func TestMemberEntriesKeepIdsAndNamesApart(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	next := h.events(t, "r")
+	for _, m := range []struct{ conn, user, name string }{
+		{"c1", "u1", "Ann Lee"}, {"c2", "u1x", "u1 impostor"}, {"c3", "u", "  spaced  "}, {"c4", "u1!", "bang"},
+	} {
+		if _, err := h.client.Join(servertest.Ctx(t), &roomv1.JoinRequest{Room: "r", ConnId: m.conn, UserId: m.user, Username: m.name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := h.client.Join(servertest.Ctx(t), &roomv1.JoinRequest{Room: "r", ConnId: "c5", UserId: "u1", Username: "Ann Lee"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, m := range r.GetMembers() {
+		listed = append(listed, m.GetUserId()+"="+m.GetUsername())
+	}
+	equalLines(t, listed, []string{"u=  spaced  ", "u1=Ann Lee", "u1!=bang", "u1x=u1 impostor"})
+	h.leave(t, "r", "c1")
+	h.leave(t, "r", "c5")
+	equalLines(t, h.members(t, "r"), []string{"u(  spaced  )x1", "u1!(bang)x1", "u1x(u1 impostor)x1"})
+	h.leave(t, "r", "c3")
+	h.leave(t, "r", "c4")
+	equalLines(t, h.members(t, "r"), []string{"u1x(u1 impostor)x1"})
+	equalLines(t, next(7), []string{
+		"joined r u1(Ann Lee)", "joined r u1x(u1 impostor)", "joined r u(  spaced  )", "joined r u1!(bang)",
+		"left r u1(Ann Lee)", "left r u(  spaced  )", "left r u1!(bang)",
+	})
+}
 func TestPublishSequenceHistoryAndDedup(t *testing.T) {
 	t.Parallel()
 	h := start(t, nil)

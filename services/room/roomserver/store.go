@@ -58,7 +58,7 @@ func (s *store) join(ctx context.Context, room, connID, userID, username string,
 	// The index first (in the same round trip, ahead of the script): should anything fail
 	// after it, LeaveAll still finds the room.
 	rk := s.keys.room(room)
-	keys := []string{rk.conns, rk.counts, rk.users, rk.names, rk.meta, rk.channel}
+	keys := []string{rk.conns, rk.counts, rk.users, rk.meta, rk.channel}
 	pipe := s.rdb.Pipeline()
 	index := pipe.SAdd(ctx, s.keys.connRooms(connID), room)
 	script := joinScript.EvalSha(ctx, pipe, keys, connID, userID, username, joinedEvent, limit)
@@ -84,10 +84,21 @@ func (s *store) join(ctx context.Context, room, connID, userID, username string,
 	last, _ := res[1].(int64)
 	epoch, _ := res[2].(string)
 	count, _ := res[3].(int64)
-	return joinResult{joined: joined == 1, lastSeq: uint64(last), epoch: epoch, memberCount: uint32(count), members: parseMembers(res[4:])}, nil
+	return joinResult{joined: joined == 1, lastSeq: uint64(last), epoch: epoch, memberCount: uint32(count), members: parseNamedMembers(res[4:])}, nil
 }
 
-// parseMembers reads the flattened (user, name, count) triples of list_members.
+// parseNamedMembers reads join.lua's "<user id> <username>" entries.
+func parseNamedMembers(entries []any) []*roomv1.Member {
+	out := make([]*roomv1.Member, 0, len(entries))
+	for _, e := range entries {
+		s, _ := e.(string)
+		id, name, _ := strings.Cut(s, " ")
+		out = append(out, &roomv1.Member{UserId: id, Username: name})
+	}
+	return out
+}
+
+// parseMembers reads the flattened (user, name, count) triples of members.lua.
 func parseMembers(flat []any) []*roomv1.Member {
 	out := make([]*roomv1.Member, 0, len(flat)/3)
 	for i := 0; i+2 < len(flat); i += 3 {
@@ -103,7 +114,7 @@ func parseMembers(flat []any) []*roomv1.Member {
 // leave takes a connection out of a room and then out of its index.
 func (s *store) leave(ctx context.Context, room, connID string, leftEvent []byte) (wasMember, userLeft bool, err error) {
 	rk := s.keys.room(room)
-	res, err := leaveScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.names, rk.channel}, connID, leftEvent).Int64Slice()
+	res, err := leaveScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.channel}, connID, leftEvent).Int64Slice()
 	if err != nil {
 		return false, false, fmt.Errorf("leave: %w", err)
 	}
@@ -306,7 +317,7 @@ func decodeHistory(entries []redis.XMessage) ([]*roomv1.Message, error) {
 
 func (s *store) members(ctx context.Context, room string, limit int) (uint32, []*roomv1.Member, error) {
 	rk := s.keys.room(room)
-	res, err := membersScript.Run(ctx, s.rdb, []string{rk.counts, rk.users, rk.names}, limit).Slice()
+	res, err := membersScript.Run(ctx, s.rdb, []string{rk.counts, rk.users}, limit).Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("list members: %w", err)
 	}

@@ -115,7 +115,8 @@ type JoinResponse struct {
 	LastSeq uint64 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// Number of distinct users in the room.
 	MemberCount uint32 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
-	// Up to member_limit members, ordered by user id.
+	// Up to member_limit members, ordered by user id, with user id and username only
+	// (connections is 0: see Members for the counts).
 	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// True when this join made the user a member (its first connection in the room).
 	UserJoined    bool `protobuf:"varint,5,opt,name=user_joined,json=userJoined,proto3" json:"user_joined,omitempty"`
@@ -195,7 +196,7 @@ type Member struct {
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Display name of the user.
 	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
-	// Number of the user's connections in the room.
+	// Number of the user's connections in the room (in MembersResponse; 0 in JoinResponse).
 	Connections   uint32 `protobuf:"varint,3,opt,name=connections,proto3" json:"connections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,6 +1,6 @@
 -- Takes a connection out of a room; a user's last connection out publishes the `left` event.
 -- When the last member leaves, the membership keys are empty, and Redis deletes them.
--- KEYS: 1 conns, 2 counts, 3 users, 4 names, 5 event channel (as in join.lua).
+-- KEYS: 1 conns, 2 counts, 3 users, 4 event channel (as in join.lua).
 -- ARGV: conn id, encoded `left` RoomEvent without user id and username (appended here:
 --       concatenated protobuf messages merge).
 -- Returns {was member (0/1), user left (0/1)}.
@@ -13,9 +13,13 @@ if redis.call('HINCRBY', KEYS[2], user, -1) > 0 then
   return {1, 0}
 end
 redis.call('HDEL', KEYS[2], user)
-redis.call('ZREM', KEYS[3], user)
-local name = redis.call('HGET', KEYS[4], user) or ''
-redis.call('HDEL', KEYS[4], user)
+-- The user's entry is "<user> <name>": the only member from "<user> " up to "<user>!" ('!'
+-- follows the space, and ids hold neither).
+local name = ''
+for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[3], '[' .. user .. ' ', '(' .. user .. '!')) do
+  redis.call('ZREM', KEYS[3], m)
+  name = string.sub(m, #user + 2)
+end
 -- RoomEvent.left (3) { user_id (2), username (3) }
-redis.call('PUBLISH', KEYS[5], ARGV[2] .. pb_bytes(3, pb_bytes(2, user) .. pb_bytes(3, name)))
+redis.call('PUBLISH', KEYS[4], ARGV[2] .. pb_bytes(3, pb_bytes(2, user) .. pb_bytes(3, name)))
 return {1, 1}

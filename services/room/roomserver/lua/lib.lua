@@ -20,27 +20,3 @@ end
 local function pb_uint(field, n)
   return pb_varint(field * 8) .. pb_varint(n)
 end
-
--- list_members returns the member count and, flattened, up to limit members ordered by user
--- id: user id, username, connection count. Names and counts are read with HMGET in chunks
--- (unpack has a limit), not one call per member.
-local function list_members(users, names, counts, limit)
-  local out = {}
-  if limit > 0 then
-    local ids = redis.call('ZRANGE', users, 0, limit - 1)
-    for from = 1, #ids, 1000 do
-      local chunk = {}
-      for i = from, math.min(from + 999, #ids) do
-        chunk[#chunk + 1] = ids[i]
-      end
-      local ns = redis.call('HMGET', names, unpack(chunk))
-      local cs = redis.call('HMGET', counts, unpack(chunk))
-      for i, u in ipairs(chunk) do
-        out[#out + 1] = u
-        out[#out + 1] = ns[i] or ''
-        out[#out + 1] = cs[i] or '0'
-      end
-    end
-  end
-  return redis.call('ZCARD', users), out
-end
