@@ -99,31 +99,45 @@ func (s *Service) cleanupOnce(ctx context.Context, consumer string) error {
 	return nil
 }
 
-// handleEvents takes every unbound connection out of its rooms and acknowledges the handled
-// events together. An event that fails stays pending (with those after it), to be claimed again.
+// handleEvents takes every unbound connection out of its rooms (all of the batch together)
+// and acknowledges the handled events together. An event that fails stays pending (with
+// those after it), to be claimed again.
 func (s *Service) handleEvents(ctx context.Context, msgs []redis.XMessage) error {
-	var handled []string
-	var failure error
-	for _, m := range msgs {
+	var unbound []*presencev1.PresenceEvent
+	var at []int // the message of each unbound event
+	for i, m := range msgs {
 		raw, _ := m.Values["event"].(string)
-		var ev presencev1.PresenceEvent
-		if err := proto.Unmarshal([]byte(raw), &ev); err != nil {
+		ev := &presencev1.PresenceEvent{}
+		if err := proto.Unmarshal([]byte(raw), ev); err != nil {
 			// Not ours to fix, and retrying cannot help: acknowledge and say so.
 			s.log.Error("undecodable presence event; skipped", "id", m.ID, "err", err)
 		} else if ev.GetKind() == presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_UNBOUND {
-			rooms, err := s.leaveAll(ctx, ev.GetConnId())
-			if err != nil {
-				failure = fmt.Errorf("clean up connection %q: %w", ev.GetConnId(), err)
-				break
-			}
-			if len(rooms) > 0 {
-				s.log.Info("unbound connection taken out of its rooms", "conn", ev.GetConnId(), "rooms", len(rooms), "reason", ev.GetReason().String())
-			}
+			unbound, at = append(unbound, ev), append(at, i)
 		}
-		handled = append(handled, m.ID)
 	}
-	if len(handled) > 0 {
-		if err := s.store.rdb.XAck(ctx, s.cfg.PresenceEvents, s.cfg.CleanupGroup, handled...).Err(); err != nil {
+	ids := make([]string, len(unbound))
+	for j, ev := range unbound {
+		ids[j] = ev.GetConnId()
+	}
+	rooms, errs := s.leaveAll(ctx, ids)
+	handled := len(msgs)
+	var failure error
+	for j, ev := range unbound {
+		if errs[j] != nil {
+			handled = at[j]
+			failure = fmt.Errorf("clean up connection %q: %w", ev.GetConnId(), errs[j])
+			break
+		}
+		if len(rooms[j]) > 0 {
+			s.log.Info("unbound connection taken out of its rooms", "conn", ev.GetConnId(), "rooms", len(rooms[j]), "reason", ev.GetReason().String())
+		}
+	}
+	if handled > 0 {
+		ackIDs := make([]string, handled)
+		for i := range handled {
+			ackIDs[i] = msgs[i].ID
+		}
+		if err := s.store.rdb.XAck(ctx, s.cfg.PresenceEvents, s.cfg.CleanupGroup, ackIDs...).Err(); err != nil {
 			return fmt.Errorf("acknowledge presence events: %w", err)
 		}
 	}

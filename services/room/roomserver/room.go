@@ -39,76 +39,162 @@ func NewService(log *slog.Logger, cfg Config, rdb redis.UniversalClient) *Servic
 
 // Join puts a connection into a room.
 func (s *Service) Join(ctx context.Context, req *roomv1.JoinRequest) (*roomv1.JoinResponse, error) {
-	limit := int(req.GetMemberLimit())
-	if limit == 0 {
-		limit = roomv1.DefaultJoinMembers
+	resps, errs := s.joinMany(ctx, []*roomv1.JoinRequest{req})
+	return resps[0], errs[0]
+}
+
+// JoinBatch makes several joins, their Redis work in one round trip.
+func (s *Service) JoinBatch(ctx context.Context, req *roomv1.JoinBatchRequest) (*roomv1.JoinBatchResponse, error) {
+	resps, errs := s.joinMany(ctx, req.GetJoins())
+	out := &roomv1.JoinBatchResponse{Results: make([]*roomv1.JoinResult, len(resps))}
+	for i := range resps {
+		code, msg := platform.ItemStatus(errs[i])
+		out.Results[i] = &roomv1.JoinResult{Code: code, Message: msg, Response: resps[i]}
 	}
-	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Joined{Joined: &roomv1.MemberJoined{
-		Room: req.GetRoom(), UserId: req.GetUserId(), Username: req.GetUsername(), Ts: timestamppb.New(s.now()),
-	}}})
-	if err != nil {
-		return nil, status.Error(codes.Internal, "encode event")
+	return out, nil
+}
+
+// joinMany runs joins together; each gets its answer or its status error. Requests are
+// validated here, one by one, so that a bad one fails alone.
+func (s *Service) joinMany(ctx context.Context, reqs []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
+	resps := make([]*roomv1.JoinResponse, len(reqs))
+	errs := make([]error, len(reqs))
+	args := make([]joinArgs, 0, len(reqs))
+	at := make([]int, 0, len(reqs)) // the request of each args entry
+	ts := timestamppb.New(s.now())
+	for i, req := range reqs {
+		if err := req.Validate(); err != nil {
+			errs[i] = status.Error(codes.InvalidArgument, err.Error())
+			continue
+		}
+		limit := int(req.GetMemberLimit())
+		if limit == 0 {
+			limit = roomv1.DefaultJoinMembers
+		}
+		ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Joined{Joined: &roomv1.MemberJoined{
+			Room: req.GetRoom(), UserId: req.GetUserId(), Username: req.GetUsername(), Ts: ts,
+		}}})
+		if err != nil {
+			errs[i] = status.Error(codes.Internal, "encode event")
+			continue
+		}
+		args = append(args, joinArgs{room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), username: req.GetUsername(), event: ev, limit: limit})
+		at = append(at, i)
 	}
-	res, err := s.store.join(ctx, req.GetRoom(), req.GetConnId(), req.GetUserId(), req.GetUsername(), ev, limit)
-	if errors.Is(err, errNotMember) {
-		return nil, status.Error(codes.FailedPrecondition, "connection is in the room as another user")
+	if len(args) == 0 {
+		return resps, errs
 	}
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "join")
+	results, rerrs := s.store.joinMany(ctx, args)
+	for j, i := range at {
+		switch err := rerrs[j]; {
+		case errors.Is(err, errNotMember):
+			errs[i] = status.Error(codes.FailedPrecondition, "connection is in the room as another user")
+		case err != nil:
+			errs[i] = platform.RedisStatus(ctx, err, "join")
+		default:
+			r := results[j]
+			resps[i] = &roomv1.JoinResponse{Epoch: r.epoch, LastSeq: r.lastSeq, MemberCount: r.memberCount, Members: r.members, UserJoined: r.joined}
+		}
 	}
-	return &roomv1.JoinResponse{
-		Epoch: res.epoch, LastSeq: res.lastSeq, MemberCount: res.memberCount, Members: res.members, UserJoined: res.joined,
-	}, nil
+	return resps, errs
 }
 
 // Leave takes a connection out of a room.
 func (s *Service) Leave(ctx context.Context, req *roomv1.LeaveRequest) (*roomv1.LeaveResponse, error) {
-	was, left, err := s.leave(ctx, req.GetRoom(), req.GetConnId())
+	ev, err := s.leftEvent(req.GetRoom())
 	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "leave")
+		return nil, err
 	}
-	return &roomv1.LeaveResponse{WasMember: was, UserLeft: left}, nil
+	res, errs := s.store.leaveMany(ctx, []leaveArgs{{room: req.GetRoom(), connID: req.GetConnId(), event: ev}})
+	if errs[0] != nil {
+		return nil, platform.RedisStatus(ctx, errs[0], "leave")
+	}
+	return &roomv1.LeaveResponse{WasMember: res[0].wasMember, UserLeft: res[0].userLeft}, nil
 }
 
-func (s *Service) leave(ctx context.Context, room, connID string) (wasMember, userLeft bool, err error) {
-	// The user id and username are added by the script, which alone knows them.
+// leftEvent encodes a room's `left` event without the user id and username: leave.lua, which
+// alone knows them, appends them.
+func (s *Service) leftEvent(room string) ([]byte, error) {
 	ev, err := proto.Marshal(&roomv1.RoomEvent{Event: &roomv1.RoomEvent_Left{Left: &roomv1.MemberLeft{
 		Room: room, Ts: timestamppb.New(s.now()),
 	}}})
 	if err != nil {
-		return false, false, err
+		return nil, status.Error(codes.Internal, "encode event")
 	}
-	return s.store.leave(ctx, room, connID, ev)
+	return ev, nil
 }
 
 // LeaveAll takes a connection out of all its rooms.
 func (s *Service) LeaveAll(ctx context.Context, req *roomv1.LeaveAllRequest) (*roomv1.LeaveAllResponse, error) {
-	rooms, err := s.leaveAll(ctx, req.GetConnId())
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "leave all")
+	rooms, errs := s.leaveAll(ctx, []string{req.GetConnId()})
+	if errs[0] != nil {
+		return nil, platform.RedisStatus(ctx, errs[0], "leave all")
 	}
-	return &roomv1.LeaveAllResponse{Rooms: rooms}, nil
+	return &roomv1.LeaveAllResponse{Rooms: rooms[0]}, nil
 }
 
-// leaveAll takes a connection out of every room in its index and returns those it was in.
-// It is idempotent: the explicit LeaveAll of a closing edge and the cleanup of its unbind
-// event may both run, and only one of them finds (and announces) each membership.
-func (s *Service) leaveAll(ctx context.Context, connID string) ([]string, error) {
-	rooms, err := s.store.connRooms(ctx, connID)
-	if err != nil {
-		return nil, err
-	}
-	var left []string
-	for _, room := range rooms {
-		was, _, err := s.leave(ctx, room, connID)
-		if err != nil {
-			return left, err
+// LeaveAllBatch takes several connections out of all their rooms, their Redis work pipelined.
+func (s *Service) LeaveAllBatch(ctx context.Context, req *roomv1.LeaveAllBatchRequest) (*roomv1.LeaveAllBatchResponse, error) {
+	ids := req.GetConnIds()
+	out := &roomv1.LeaveAllBatchResponse{Results: make([]*roomv1.LeaveAllResult, len(ids))}
+	valid := make([]string, 0, len(ids))
+	at := make([]int, 0, len(ids))
+	for i, id := range ids {
+		if err := (&roomv1.LeaveAllRequest{ConnId: id}).Validate(); err != nil {
+			out.Results[i] = &roomv1.LeaveAllResult{Code: uint32(codes.InvalidArgument), Message: err.Error()}
+			continue
 		}
-		if was {
-			left = append(left, room)
+		valid, at = append(valid, id), append(at, i)
+	}
+	rooms, errs := s.leaveAll(ctx, valid)
+	for j, i := range at {
+		if errs[j] != nil {
+			code, msg := platform.ItemStatus(platform.RedisStatus(ctx, errs[j], "leave all"))
+			out.Results[i] = &roomv1.LeaveAllResult{Code: code, Message: msg}
+			continue
+		}
+		out.Results[i] = &roomv1.LeaveAllResult{Response: &roomv1.LeaveAllResponse{Rooms: rooms[j]}}
+	}
+	return out, nil
+}
+
+// leaveAll takes each connection out of every room in its index and returns, per connection,
+// the rooms it was in, in three round trips for all of them. It is idempotent: the explicit
+// LeaveAll of a closing edge and the cleanup of its unbind event may both run, and only one
+// of them finds (and announces) each membership.
+func (s *Service) leaveAll(ctx context.Context, connIDs []string) ([][]string, []error) {
+	left := make([][]string, len(connIDs))
+	if len(connIDs) == 0 {
+		return left, nil
+	}
+	rooms, errs := s.store.connRoomsMany(ctx, connIDs)
+	var args []leaveArgs
+	var owner []int // the connection of each args entry
+	for i, rs := range rooms {
+		for _, room := range rs {
+			ev, err := s.leftEvent(room)
+			if err != nil {
+				errs[i] = err
+				break
+			}
+			args, owner = append(args, leaveArgs{room: room, connID: connIDs[i], event: ev}), append(owner, i)
 		}
 	}
-	return left, nil
+	if len(args) == 0 {
+		return left, errs
+	}
+	results, lerrs := s.store.leaveMany(ctx, args)
+	for j, i := range owner {
+		switch {
+		case lerrs[j] != nil:
+			if errs[i] == nil {
+				errs[i] = lerrs[j]
+			}
+		case results[j].wasMember:
+			left[i] = append(left[i], args[j].room)
+		}
+	}
+	return left, errs
 }
 
 // Publish appends a message to a room.

@@ -646,6 +646,55 @@ func TestLeaveAllReportsRooms(t *testing.T) {
 	}
 }
 
+// TestJoinAndLeaveAllBatches: each item of a batch is answered as its unary call would be,
+// and a bad item fails alone.
+func TestJoinAndLeaveAllBatches(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	next := h.events(t, "a")
+	h.join(t, "a", "c9", "zed")
+	join := func(room, conn, user string) *roomv1.JoinRequest {
+		return &roomv1.JoinRequest{Room: room, ConnId: conn, UserId: user, Username: "name-" + user}
+	}
+	resp, err := h.client.JoinBatch(servertest.Ctx(t), &roomv1.JoinBatchRequest{Joins: []*roomv1.JoinRequest{
+		join("a", "c1", "u1"), join("a", "c9", "mallory"), join("", "c2", "u2"), join("b", "c1", "u1"), join("a", "c2", "u2"), join("a", "c3", "u1"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.GetResults() {
+		got = append(got, fmt.Sprintf("%s joined=%v count=%d members=%d", codes.Code(r.GetCode()), r.GetResponse().GetUserJoined(), r.GetResponse().GetMemberCount(), len(r.GetResponse().GetMembers())))
+	}
+	equalLines(t, got, []string{
+		"OK joined=true count=2 members=2",
+		"FailedPrecondition joined=false count=0 members=0",
+		"InvalidArgument joined=false count=0 members=0",
+		"OK joined=true count=1 members=1",
+		"OK joined=true count=3 members=3",
+		"OK joined=false count=3 members=3",
+	})
+	equalLines(t, h.members(t, "a"), []string{"u1(name-u1)x2", "u2(name-u2)x1", "zed(name-zed)x1"})
+
+	left, err := h.client.LeaveAllBatch(servertest.Ctx(t), &roomv1.LeaveAllBatchRequest{ConnIds: []string{"c1", "c{x}", "c2", "nobody", "c3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, r := range left.GetResults() {
+		rooms := r.GetResponse().GetRooms()
+		sort.Strings(rooms)
+		got = append(got, fmt.Sprintf("%s %v", codes.Code(r.GetCode()), rooms))
+	}
+	equalLines(t, got, []string{"OK [a b]", "InvalidArgument []", "OK [a]", "OK []", "OK [a]"})
+	equalLines(t, h.members(t, "a"), []string{"zed(name-zed)x1"})
+	equalLines(t, h.members(t, "b"), []string{})
+	// u1 leaves room a with its last connection (c3), not with c1.
+	equalLines(t, next(5), []string{
+		"joined a zed(name-zed)", "joined a u1(name-u1)", "joined a u2(name-u2)", "left a u2(name-u2)", "left a u1(name-u1)",
+	})
+}
+
 func TestRedisDownIsUnavailable(t *testing.T) {
 	t.Parallel()
 	h := start(t, func(c *Config) { c.Redis.Addrs = servertest.DeadAddr(t); c.Redis.Timeout = 200 * time.Millisecond })

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+	"github.com/chatrt/chat/platform"
 )
 
 var (
@@ -54,26 +55,50 @@ type joinResult struct {
 	members     []*roomv1.Member
 }
 
-func (s *store) join(ctx context.Context, room, connID, userID, username string, joinedEvent []byte, limit int) (joinResult, error) {
-	// The index first (in the same round trip, ahead of the script): should anything fail
-	// after it, LeaveAll still finds the room.
-	rk := s.keys.room(room)
-	keys := []string{rk.conns, rk.counts, rk.users, rk.meta, rk.channel}
-	pipe := s.rdb.Pipeline()
-	index := pipe.SAdd(ctx, s.keys.connRooms(connID), room)
-	script := joinScript.EvalSha(ctx, pipe, keys, connID, userID, username, joinedEvent, limit)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	if err := index.Err(); err != nil {
-		return joinResult{}, fmt.Errorf("index join: %w", err)
+// joinArgs is one join: the connection, its user, the encoded `joined` event (published if
+// this makes the user a member) and how many members to list.
+type joinArgs struct {
+	room, connID, userID, username string
+	event                          []byte
+	limit                          int
+}
+
+// joinMany runs joins in one round trip: every connection's room index first (ahead of the
+// scripts: should anything fail after it, LeaveAll still finds the room), then each join's
+// script. Each join gets its own result or error.
+func (s *store) joinMany(ctx context.Context, args []joinArgs) ([]joinResult, []error) {
+	index := make([]*redis.IntCmd, len(args))
+	calls := make([]platform.ScriptCall, len(args))
+	for i, a := range args {
+		rk := s.keys.room(a.room)
+		calls[i] = platform.ScriptCall{
+			Keys: []string{rk.conns, rk.counts, rk.users, rk.meta, rk.channel},
+			Args: []any{a.connID, a.userID, a.username, a.event, a.limit},
+		}
 	}
-	res, err := script.Slice()
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-		// Redis lost its script cache: run it again, sending the script.
-		res, err = joinScript.Run(ctx, s.rdb, keys, connID, userID, username, joinedEvent, limit).Slice()
+	cmds := platform.EvalScripts(ctx, s.rdb, joinScript, calls, func(pipe redis.Pipeliner) {
+		for i, a := range args {
+			index[i] = pipe.SAdd(ctx, s.keys.connRooms(a.connID), a.room)
+		}
+	})
+	results := make([]joinResult, len(args))
+	errs := make([]error, len(args))
+	for i, c := range cmds {
+		if err := index[i].Err(); err != nil {
+			errs[i] = fmt.Errorf("index join: %w", err)
+			continue
+		}
+		res, err := c.Slice()
+		if err != nil {
+			errs[i] = fmt.Errorf("join: %w", err)
+			continue
+		}
+		results[i], errs[i] = parseJoin(res)
 	}
-	if err != nil {
-		return joinResult{}, fmt.Errorf("join: %w", err)
-	}
+	return results, errs
+}
+
+func parseJoin(res []any) (joinResult, error) {
 	if n, _ := res[0].(int64); n < 0 {
 		return joinResult{}, errNotMember
 	}
@@ -111,26 +136,65 @@ func parseMembers(flat []any) []*roomv1.Member {
 	return out
 }
 
-// leave takes a connection out of a room and then out of its index.
-func (s *store) leave(ctx context.Context, room, connID string, leftEvent []byte) (wasMember, userLeft bool, err error) {
-	rk := s.keys.room(room)
-	res, err := leaveScript.Run(ctx, s.rdb, []string{rk.conns, rk.counts, rk.users, rk.channel}, connID, leftEvent).Int64Slice()
-	if err != nil {
-		return false, false, fmt.Errorf("leave: %w", err)
-	}
-	if err := s.rdb.SRem(ctx, s.keys.connRooms(connID), room).Err(); err != nil {
-		return false, false, fmt.Errorf("unindex leave: %w", err)
-	}
-	return res[0] == 1, res[1] == 1, nil
+// leaveArgs is one connection leaving one room, with its encoded `left` event (see leave.lua).
+type leaveArgs struct {
+	room, connID string
+	event        []byte
 }
 
-// connRooms lists the rooms a connection may be in.
-func (s *store) connRooms(ctx context.Context, connID string) ([]string, error) {
-	rooms, err := s.rdb.SMembers(ctx, s.keys.connRooms(connID)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list connection rooms: %w", err)
+// leaveResult says whether the connection was in the room, and whether its user left.
+type leaveResult struct{ wasMember, userLeft bool }
+
+// leaveMany takes connections out of rooms, each first out of the room and then out of its
+// index, in two round trips for all of them (an index entry outlives its membership, never
+// the reverse). Each gets its own result or error.
+func (s *store) leaveMany(ctx context.Context, args []leaveArgs) ([]leaveResult, []error) {
+	calls := make([]platform.ScriptCall, len(args))
+	for i, a := range args {
+		rk := s.keys.room(a.room)
+		calls[i] = platform.ScriptCall{Keys: []string{rk.conns, rk.counts, rk.users, rk.channel}, Args: []any{a.connID, a.event}}
 	}
-	return rooms, nil
+	cmds := platform.EvalScripts(ctx, s.rdb, leaveScript, calls, nil)
+	results := make([]leaveResult, len(args))
+	errs := make([]error, len(args))
+	unindex := make([]*redis.IntCmd, len(args))
+	pipe := s.rdb.Pipeline()
+	for i, c := range cmds {
+		res, err := c.Int64Slice()
+		if err != nil {
+			errs[i] = fmt.Errorf("leave: %w", err)
+			continue
+		}
+		results[i] = leaveResult{wasMember: res[0] == 1, userLeft: res[1] == 1}
+		unindex[i] = pipe.SRem(ctx, s.keys.connRooms(args[i].connID), args[i].room)
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+	}
+	for i, c := range unindex {
+		if c != nil && c.Err() != nil {
+			errs[i] = fmt.Errorf("unindex leave: %w", c.Err())
+		}
+	}
+	return results, errs
+}
+
+// connRoomsMany lists the rooms each connection may be in, in one round trip.
+func (s *store) connRoomsMany(ctx context.Context, connIDs []string) ([][]string, []error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(connIDs))
+	for i, id := range connIDs {
+		cmds[i] = pipe.SMembers(ctx, s.keys.connRooms(id))
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	rooms := make([][]string, len(connIDs))
+	errs := make([]error, len(connIDs))
+	for i, c := range cmds {
+		if rooms[i], errs[i] = c.Result(); errs[i] != nil {
+			errs[i] = fmt.Errorf("list connection rooms: %w", errs[i])
+		}
+	}
+	return rooms, errs
 }
 
 // publishArgs is one message to publish.
@@ -193,24 +257,12 @@ func parsePublish(res []any) (publishResult, error) {
 // publishBatch runs publish.lua for each of args, in order, in one pipeline (one round trip).
 // Each publish is atomic on its own and gets its own result or error.
 func (s *store) publishBatch(ctx context.Context, args []publishArgs) ([]publishResult, []error) {
-	run := func() []*redis.Cmd {
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(args))
-		for i, a := range args {
-			keys, argv := a.script(s.keys)
-			cmds[i] = publishScript.EvalSha(ctx, pipe, keys, argv...)
-		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-		return cmds
+	calls := make([]platform.ScriptCall, len(args))
+	for i, a := range args {
+		keys, argv := a.script(s.keys)
+		calls[i] = platform.ScriptCall{Keys: keys, Args: argv}
 	}
-	cmds := run()
-	// A Redis that lost its script cache refuses every EVALSHA of the batch, running none:
-	// load the script and run the batch again.
-	if allNoScript(cmds) {
-		if err := publishScript.Load(ctx, s.rdb).Err(); err == nil {
-			cmds = run()
-		}
-	}
+	cmds := platform.EvalScripts(ctx, s.rdb, publishScript, calls, nil)
 	results := make([]publishResult, len(args))
 	errs := make([]error, len(args))
 	for i, c := range cmds {
@@ -222,15 +274,6 @@ func (s *store) publishBatch(ctx context.Context, args []publishArgs) ([]publish
 		results[i], errs[i] = parsePublish(res)
 	}
 	return results, errs
-}
-
-func allNoScript(cmds []*redis.Cmd) bool {
-	for _, c := range cmds {
-		if err := c.Err(); err == nil || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			return false
-		}
-	}
-	return len(cmds) > 0
 }
 
 // roomPosition is a room's epoch and last seq.

@@ -371,6 +371,163 @@ func (x *VerifyTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// VerifyTokenBatchRequest is several tokens to check.
+type VerifyTokenBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tokens: 1..256 of them, each with the limits of VerifyTokenRequest.token.
+	Tokens        []string `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyTokenBatchRequest) Reset() {
+	*x = VerifyTokenBatchRequest{}
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyTokenBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyTokenBatchRequest) ProtoMessage() {}
+
+func (x *VerifyTokenBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyTokenBatchRequest.ProtoReflect.Descriptor instead.
+func (*VerifyTokenBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *VerifyTokenBatchRequest) GetTokens() []string {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// VerifyTokenBatchResponse has one result per token, in the order of the request.
+type VerifyTokenBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*VerifyTokenResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyTokenBatchResponse) Reset() {
+	*x = VerifyTokenBatchResponse{}
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyTokenBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyTokenBatchResponse) ProtoMessage() {}
+
+func (x *VerifyTokenBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyTokenBatchResponse.ProtoReflect.Descriptor instead.
+func (*VerifyTokenBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *VerifyTokenBatchResponse) GetResults() []*VerifyTokenResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// VerifyTokenResult is the outcome of one token of a batch.
+type VerifyTokenResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code (0: OK; then response is set), as VerifyToken would answer:
+	// Unauthenticated for an invalid or expired token.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The token's owner, when code is 0.
+	Response      *VerifyTokenResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyTokenResult) Reset() {
+	*x = VerifyTokenResult{}
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyTokenResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyTokenResult) ProtoMessage() {}
+
+func (x *VerifyTokenResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyTokenResult.ProtoReflect.Descriptor instead.
+func (*VerifyTokenResult) Descriptor() ([]byte, []int) {
+	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *VerifyTokenResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *VerifyTokenResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *VerifyTokenResult) GetResponse() *VerifyTokenResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 // LogoutRequest asks to revoke a token.
 type LogoutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -382,7 +539,7 @@ type LogoutRequest struct {
 
 func (x *LogoutRequest) Reset() {
 	*x = LogoutRequest{}
-	mi := &file_chat_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +551,7 @@ func (x *LogoutRequest) String() string {
 func (*LogoutRequest) ProtoMessage() {}
 
 func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +564,7 @@ func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
 func (*LogoutRequest) Descriptor() ([]byte, []int) {
-	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{6}
+	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LogoutRequest) GetToken() string {
@@ -428,7 +585,7 @@ type LogoutResponse struct {
 
 func (x *LogoutResponse) Reset() {
 	*x = LogoutResponse{}
-	mi := &file_chat_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +597,7 @@ func (x *LogoutResponse) String() string {
 func (*LogoutResponse) ProtoMessage() {}
 
 func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_chat_auth_v1_auth_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +610,7 @@ func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
 func (*LogoutResponse) Descriptor() ([]byte, []int) {
-	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+	return file_chat_auth_v1_auth_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LogoutResponse) GetRevoked() bool {
@@ -489,15 +646,24 @@ const file_chat_auth_v1_auth_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"%\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"1\n" +
+	"\x17VerifyTokenBatchRequest\x12\x16\n" +
+	"\x06tokens\x18\x01 \x03(\tR\x06tokens\"U\n" +
+	"\x18VerifyTokenBatchResponse\x129\n" +
+	"\aresults\x18\x01 \x03(\v2\x1f.chat.auth.v1.VerifyTokenResultR\aresults\"\x80\x01\n" +
+	"\x11VerifyTokenResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12=\n" +
+	"\bresponse\x18\x03 \x01(\v2!.chat.auth.v1.VerifyTokenResponseR\bresponse\"%\n" +
 	"\rLogoutRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"*\n" +
 	"\x0eLogoutResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\bR\arevoked2\xb3\x02\n" +
+	"\arevoked\x18\x01 \x01(\bR\arevoked2\x96\x03\n" +
 	"\vAuthService\x12I\n" +
 	"\bRegister\x12\x1d.chat.auth.v1.RegisterRequest\x1a\x1e.chat.auth.v1.RegisterResponse\x12@\n" +
 	"\x05Login\x12\x1a.chat.auth.v1.LoginRequest\x1a\x1b.chat.auth.v1.LoginResponse\x12R\n" +
-	"\vVerifyToken\x12 .chat.auth.v1.VerifyTokenRequest\x1a!.chat.auth.v1.VerifyTokenResponse\x12C\n" +
+	"\vVerifyToken\x12 .chat.auth.v1.VerifyTokenRequest\x1a!.chat.auth.v1.VerifyTokenResponse\x12a\n" +
+	"\x10VerifyTokenBatch\x12%.chat.auth.v1.VerifyTokenBatchRequest\x1a&.chat.auth.v1.VerifyTokenBatchResponse\x12C\n" +
 	"\x06Logout\x12\x1b.chat.auth.v1.LogoutRequest\x1a\x1c.chat.auth.v1.LogoutResponseB0Z.github.com/chatrt/chat/gen/chat/auth/v1;authv1b\x06proto3"
 
 var (
@@ -512,34 +678,41 @@ func file_chat_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_chat_auth_v1_auth_proto_rawDescData
 }
 
-var file_chat_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_chat_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_chat_auth_v1_auth_proto_goTypes = []any{
-	(*RegisterRequest)(nil),       // 0: chat.auth.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 1: chat.auth.v1.RegisterResponse
-	(*LoginRequest)(nil),          // 2: chat.auth.v1.LoginRequest
-	(*LoginResponse)(nil),         // 3: chat.auth.v1.LoginResponse
-	(*VerifyTokenRequest)(nil),    // 4: chat.auth.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),   // 5: chat.auth.v1.VerifyTokenResponse
-	(*LogoutRequest)(nil),         // 6: chat.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),        // 7: chat.auth.v1.LogoutResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*RegisterRequest)(nil),          // 0: chat.auth.v1.RegisterRequest
+	(*RegisterResponse)(nil),         // 1: chat.auth.v1.RegisterResponse
+	(*LoginRequest)(nil),             // 2: chat.auth.v1.LoginRequest
+	(*LoginResponse)(nil),            // 3: chat.auth.v1.LoginResponse
+	(*VerifyTokenRequest)(nil),       // 4: chat.auth.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),      // 5: chat.auth.v1.VerifyTokenResponse
+	(*VerifyTokenBatchRequest)(nil),  // 6: chat.auth.v1.VerifyTokenBatchRequest
+	(*VerifyTokenBatchResponse)(nil), // 7: chat.auth.v1.VerifyTokenBatchResponse
+	(*VerifyTokenResult)(nil),        // 8: chat.auth.v1.VerifyTokenResult
+	(*LogoutRequest)(nil),            // 9: chat.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),           // 10: chat.auth.v1.LogoutResponse
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
 }
 var file_chat_auth_v1_auth_proto_depIdxs = []int32{
-	8, // 0: chat.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	8, // 1: chat.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 2: chat.auth.v1.AuthService.Register:input_type -> chat.auth.v1.RegisterRequest
-	2, // 3: chat.auth.v1.AuthService.Login:input_type -> chat.auth.v1.LoginRequest
-	4, // 4: chat.auth.v1.AuthService.VerifyToken:input_type -> chat.auth.v1.VerifyTokenRequest
-	6, // 5: chat.auth.v1.AuthService.Logout:input_type -> chat.auth.v1.LogoutRequest
-	1, // 6: chat.auth.v1.AuthService.Register:output_type -> chat.auth.v1.RegisterResponse
-	3, // 7: chat.auth.v1.AuthService.Login:output_type -> chat.auth.v1.LoginResponse
-	5, // 8: chat.auth.v1.AuthService.VerifyToken:output_type -> chat.auth.v1.VerifyTokenResponse
-	7, // 9: chat.auth.v1.AuthService.Logout:output_type -> chat.auth.v1.LogoutResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	11, // 0: chat.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 1: chat.auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 2: chat.auth.v1.VerifyTokenBatchResponse.results:type_name -> chat.auth.v1.VerifyTokenResult
+	5,  // 3: chat.auth.v1.VerifyTokenResult.response:type_name -> chat.auth.v1.VerifyTokenResponse
+	0,  // 4: chat.auth.v1.AuthService.Register:input_type -> chat.auth.v1.RegisterRequest
+	2,  // 5: chat.auth.v1.AuthService.Login:input_type -> chat.auth.v1.LoginRequest
+	4,  // 6: chat.auth.v1.AuthService.VerifyToken:input_type -> chat.auth.v1.VerifyTokenRequest
+	6,  // 7: chat.auth.v1.AuthService.VerifyTokenBatch:input_type -> chat.auth.v1.VerifyTokenBatchRequest
+	9,  // 8: chat.auth.v1.AuthService.Logout:input_type -> chat.auth.v1.LogoutRequest
+	1,  // 9: chat.auth.v1.AuthService.Register:output_type -> chat.auth.v1.RegisterResponse
+	3,  // 10: chat.auth.v1.AuthService.Login:output_type -> chat.auth.v1.LoginResponse
+	5,  // 11: chat.auth.v1.AuthService.VerifyToken:output_type -> chat.auth.v1.VerifyTokenResponse
+	7,  // 12: chat.auth.v1.AuthService.VerifyTokenBatch:output_type -> chat.auth.v1.VerifyTokenBatchResponse
+	10, // 13: chat.auth.v1.AuthService.Logout:output_type -> chat.auth.v1.LogoutResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_chat_auth_v1_auth_proto_init() }
@@ -553,7 +726,7 @@ func file_chat_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_auth_v1_auth_proto_rawDesc), len(file_chat_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Register_FullMethodName    = "/chat.auth.v1.AuthService/Register"
-	AuthService_Login_FullMethodName       = "/chat.auth.v1.AuthService/Login"
-	AuthService_VerifyToken_FullMethodName = "/chat.auth.v1.AuthService/VerifyToken"
-	AuthService_Logout_FullMethodName      = "/chat.auth.v1.AuthService/Logout"
+	AuthService_Register_FullMethodName         = "/chat.auth.v1.AuthService/Register"
+	AuthService_Login_FullMethodName            = "/chat.auth.v1.AuthService/Login"
+	AuthService_VerifyToken_FullMethodName      = "/chat.auth.v1.AuthService/VerifyToken"
+	AuthService_VerifyTokenBatch_FullMethodName = "/chat.auth.v1.AuthService/VerifyTokenBatch"
+	AuthService_Logout_FullMethodName           = "/chat.auth.v1.AuthService/Logout"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -46,6 +47,10 @@ type AuthServiceClient interface {
 	// VerifyToken resolves a token to its user. Unknown, expired and revoked tokens are all
 	// Unauthenticated.
 	VerifyToken(ctx context.Context, in *VerifyTokenRequest, opts ...grpc.CallOption) (*VerifyTokenResponse, error)
+	// VerifyTokenBatch checks several tokens in one call and one Redis round trip: each is
+	// handled exactly as VerifyToken would, and each gets its own result. Edges use it to pass
+	// on the token logins of many connections together.
+	VerifyTokenBatch(ctx context.Context, in *VerifyTokenBatchRequest, opts ...grpc.CallOption) (*VerifyTokenBatchResponse, error)
 	// Logout revokes a token at once. Revoking an unknown or already revoked token succeeds.
 	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
 }
@@ -88,6 +93,16 @@ func (c *authServiceClient) VerifyToken(ctx context.Context, in *VerifyTokenRequ
 	return out, nil
 }
 
+func (c *authServiceClient) VerifyTokenBatch(ctx context.Context, in *VerifyTokenBatchRequest, opts ...grpc.CallOption) (*VerifyTokenBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyTokenBatchResponse)
+	err := c.cc.Invoke(ctx, AuthService_VerifyTokenBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LogoutResponse)
@@ -119,6 +134,10 @@ type AuthServiceServer interface {
 	// VerifyToken resolves a token to its user. Unknown, expired and revoked tokens are all
 	// Unauthenticated.
 	VerifyToken(context.Context, *VerifyTokenRequest) (*VerifyTokenResponse, error)
+	// VerifyTokenBatch checks several tokens in one call and one Redis round trip: each is
+	// handled exactly as VerifyToken would, and each gets its own result. Edges use it to pass
+	// on the token logins of many connections together.
+	VerifyTokenBatch(context.Context, *VerifyTokenBatchRequest) (*VerifyTokenBatchResponse, error)
 	// Logout revokes a token at once. Revoking an unknown or already revoked token succeeds.
 	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
@@ -139,6 +158,9 @@ func (UnimplementedAuthServiceServer) Login(context.Context, *LoginRequest) (*Lo
 }
 func (UnimplementedAuthServiceServer) VerifyToken(context.Context, *VerifyTokenRequest) (*VerifyTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyToken not implemented")
+}
+func (UnimplementedAuthServiceServer) VerifyTokenBatch(context.Context, *VerifyTokenBatchRequest) (*VerifyTokenBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyTokenBatch not implemented")
 }
 func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*LogoutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Logout not implemented")
@@ -218,6 +240,24 @@ func _AuthService_VerifyToken_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_VerifyTokenBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyTokenBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).VerifyTokenBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_VerifyTokenBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).VerifyTokenBatch(ctx, req.(*VerifyTokenBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_Logout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LogoutRequest)
 	if err := dec(in); err != nil {
@@ -254,6 +294,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyToken",
 			Handler:    _AuthService_VerifyToken_Handler,
+		},
+		{
+			MethodName: "VerifyTokenBatch",
+			Handler:    _AuthService_VerifyTokenBatch_Handler,
 		},
 		{
 			MethodName: "Logout",

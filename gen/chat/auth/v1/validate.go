@@ -34,3 +34,12 @@ func (r *VerifyTokenRequest) Validate() error {
 func (r *LogoutRequest) Validate() error {
 	return fieldcheck.Bytes("token", r.GetToken(), 1, MaxTokenChars)
 }
+
+// MaxVerifyBatch is the most tokens of one VerifyTokenBatch.
+const MaxVerifyBatch = 256
+
+// Validate checks the number of tokens; each token is checked on its own and answered in its
+// own result, so one bad token does not fail the others.
+func (r *VerifyTokenBatchRequest) Validate() error {
+	return fieldcheck.Count("tokens", len(r.GetTokens()), 1, MaxVerifyBatch)
+}

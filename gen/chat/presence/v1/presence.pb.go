@@ -370,6 +370,318 @@ func (x *UnbindResponse) GetUserWentOffline() bool {
 	return false
 }
 
+// BindBatchRequest is several binds.
+type BindBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The binds: 1..256 of them, each with the limits of BindRequest.
+	Binds         []*BindRequest `protobuf:"bytes,1,rep,name=binds,proto3" json:"binds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBatchRequest) Reset() {
+	*x = BindBatchRequest{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBatchRequest) ProtoMessage() {}
+
+func (x *BindBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBatchRequest.ProtoReflect.Descriptor instead.
+func (*BindBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BindBatchRequest) GetBinds() []*BindRequest {
+	if x != nil {
+		return x.Binds
+	}
+	return nil
+}
+
+// BindBatchResponse has one result per bind, in the order of the request.
+type BindBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*BindResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBatchResponse) Reset() {
+	*x = BindBatchResponse{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBatchResponse) ProtoMessage() {}
+
+func (x *BindBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBatchResponse.ProtoReflect.Descriptor instead.
+func (*BindBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BindBatchResponse) GetResults() []*BindResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BindResult is the outcome of one bind of a batch.
+type BindResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code of this bind (0: OK; then response is set), as Bind would answer.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The bind's answer, when code is 0.
+	Response      *BindResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindResult) Reset() {
+	*x = BindResult{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindResult) ProtoMessage() {}
+
+func (x *BindResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
+func (*BindResult) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BindResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *BindResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BindResult) GetResponse() *BindResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// UnbindBatchRequest is several unbinds.
+type UnbindBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Connection ids: 1..256 of them, each with the limits of UnbindRequest.conn_id.
+	ConnIds       []string `protobuf:"bytes,1,rep,name=conn_ids,json=connIds,proto3" json:"conn_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindBatchRequest) Reset() {
+	*x = UnbindBatchRequest{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindBatchRequest) ProtoMessage() {}
+
+func (x *UnbindBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindBatchRequest.ProtoReflect.Descriptor instead.
+func (*UnbindBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UnbindBatchRequest) GetConnIds() []string {
+	if x != nil {
+		return x.ConnIds
+	}
+	return nil
+}
+
+// UnbindBatchResponse has one result per connection, in the order of the request.
+type UnbindBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*UnbindResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindBatchResponse) Reset() {
+	*x = UnbindBatchResponse{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindBatchResponse) ProtoMessage() {}
+
+func (x *UnbindBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindBatchResponse.ProtoReflect.Descriptor instead.
+func (*UnbindBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UnbindBatchResponse) GetResults() []*UnbindResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// UnbindResult is the outcome of one unbind of a batch.
+type UnbindResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code of this unbind (0: OK; then response is set), as Unbind would answer.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The unbind's answer, when code is 0.
+	Response      *UnbindResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindResult) Reset() {
+	*x = UnbindResult{}
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindResult) ProtoMessage() {}
+
+func (x *UnbindResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindResult.ProtoReflect.Descriptor instead.
+func (*UnbindResult) Descriptor() ([]byte, []int) {
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UnbindResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *UnbindResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UnbindResult) GetResponse() *UnbindResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 // HeartbeatRequest renews an edge's lease.
 type HeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -381,7 +693,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +705,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +718,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{4}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeartbeatRequest) GetEdgeId() string {
@@ -432,7 +744,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +756,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +769,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{5}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeartbeatResponse) GetLeaseCreated() bool {
@@ -492,7 +804,7 @@ type ReleaseEdgeRequest struct {
 
 func (x *ReleaseEdgeRequest) Reset() {
 	*x = ReleaseEdgeRequest{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +816,7 @@ func (x *ReleaseEdgeRequest) String() string {
 func (*ReleaseEdgeRequest) ProtoMessage() {}
 
 func (x *ReleaseEdgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +829,7 @@ func (x *ReleaseEdgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseEdgeRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseEdgeRequest) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseEdgeRequest) GetEdgeId() string {
@@ -538,7 +850,7 @@ type ReleaseEdgeResponse struct {
 
 func (x *ReleaseEdgeResponse) Reset() {
 	*x = ReleaseEdgeResponse{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +862,7 @@ func (x *ReleaseEdgeResponse) String() string {
 func (*ReleaseEdgeResponse) ProtoMessage() {}
 
 func (x *ReleaseEdgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +875,7 @@ func (x *ReleaseEdgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseEdgeResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseEdgeResponse) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReleaseEdgeResponse) GetUnbound() uint32 {
@@ -584,7 +896,7 @@ type UserConnectionsRequest struct {
 
 func (x *UserConnectionsRequest) Reset() {
 	*x = UserConnectionsRequest{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +908,7 @@ func (x *UserConnectionsRequest) String() string {
 func (*UserConnectionsRequest) ProtoMessage() {}
 
 func (x *UserConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +921,7 @@ func (x *UserConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*UserConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UserConnectionsRequest) GetUserId() string {
@@ -630,7 +942,7 @@ type UserConnectionsResponse struct {
 
 func (x *UserConnectionsResponse) Reset() {
 	*x = UserConnectionsResponse{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +954,7 @@ func (x *UserConnectionsResponse) String() string {
 func (*UserConnectionsResponse) ProtoMessage() {}
 
 func (x *UserConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +967,7 @@ func (x *UserConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*UserConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{9}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UserConnectionsResponse) GetConnections() []*Connection {
@@ -682,7 +994,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1006,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1019,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{10}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Connection) GetConnId() string {
@@ -749,7 +1061,7 @@ type OnlineStatusRequest struct {
 
 func (x *OnlineStatusRequest) Reset() {
 	*x = OnlineStatusRequest{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1073,7 @@ func (x *OnlineStatusRequest) String() string {
 func (*OnlineStatusRequest) ProtoMessage() {}
 
 func (x *OnlineStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1086,7 @@ func (x *OnlineStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineStatusRequest.ProtoReflect.Descriptor instead.
 func (*OnlineStatusRequest) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{11}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OnlineStatusRequest) GetUserIds() []string {
@@ -795,7 +1107,7 @@ type OnlineStatusResponse struct {
 
 func (x *OnlineStatusResponse) Reset() {
 	*x = OnlineStatusResponse{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1119,7 @@ func (x *OnlineStatusResponse) String() string {
 func (*OnlineStatusResponse) ProtoMessage() {}
 
 func (x *OnlineStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1132,7 @@ func (x *OnlineStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineStatusResponse.ProtoReflect.Descriptor instead.
 func (*OnlineStatusResponse) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{12}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OnlineStatusResponse) GetStatuses() []*UserStatus {
@@ -848,7 +1160,7 @@ type UserStatus struct {
 
 func (x *UserStatus) Reset() {
 	*x = UserStatus{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[13]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1172,7 @@ func (x *UserStatus) String() string {
 func (*UserStatus) ProtoMessage() {}
 
 func (x *UserStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[13]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1185,7 @@ func (x *UserStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserStatus.ProtoReflect.Descriptor instead.
 func (*UserStatus) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{13}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UserStatus) GetUserId() string {
@@ -941,7 +1253,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[14]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1265,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_presence_v1_presence_proto_msgTypes[14]
+	mi := &file_chat_presence_v1_presence_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1278,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{14}
+	return file_chat_presence_v1_presence_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PresenceEvent) GetKind() PresenceEventKind {
@@ -1042,7 +1354,24 @@ const file_chat_presence_v1_presence_proto_rawDesc = "" +
 	"\aconn_id\x18\x01 \x01(\tR\x06connId\"V\n" +
 	"\x0eUnbindResponse\x12\x18\n" +
 	"\aunbound\x18\x01 \x01(\bR\aunbound\x12*\n" +
-	"\x11user_went_offline\x18\x02 \x01(\bR\x0fuserWentOffline\"+\n" +
+	"\x11user_went_offline\x18\x02 \x01(\bR\x0fuserWentOffline\"G\n" +
+	"\x10BindBatchRequest\x123\n" +
+	"\x05binds\x18\x01 \x03(\v2\x1d.chat.presence.v1.BindRequestR\x05binds\"K\n" +
+	"\x11BindBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.chat.presence.v1.BindResultR\aresults\"v\n" +
+	"\n" +
+	"BindResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12:\n" +
+	"\bresponse\x18\x03 \x01(\v2\x1e.chat.presence.v1.BindResponseR\bresponse\"/\n" +
+	"\x12UnbindBatchRequest\x12\x19\n" +
+	"\bconn_ids\x18\x01 \x03(\tR\aconnIds\"O\n" +
+	"\x13UnbindBatchResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.chat.presence.v1.UnbindResultR\aresults\"z\n" +
+	"\fUnbindResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12<\n" +
+	"\bresponse\x18\x03 \x01(\v2 .chat.presence.v1.UnbindResponseR\bresponse\"+\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\x94\x01\n" +
 	"\x11HeartbeatResponse\x12#\n" +
@@ -1094,10 +1423,12 @@ const file_chat_presence_v1_presence_proto_rawDesc = "" +
 	"\x19UNBIND_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14UNBIND_REASON_CLOSED\x10\x01\x12\x1f\n" +
 	"\x1bUNBIND_REASON_LEASE_EXPIRED\x10\x02\x12\x1f\n" +
-	"\x1bUNBIND_REASON_EDGE_RELEASED\x10\x032\x9e\x04\n" +
+	"\x1bUNBIND_REASON_EDGE_RELEASED\x10\x032\xd0\x05\n" +
 	"\x0fPresenceService\x12E\n" +
-	"\x04Bind\x12\x1d.chat.presence.v1.BindRequest\x1a\x1e.chat.presence.v1.BindResponse\x12K\n" +
-	"\x06Unbind\x12\x1f.chat.presence.v1.UnbindRequest\x1a .chat.presence.v1.UnbindResponse\x12T\n" +
+	"\x04Bind\x12\x1d.chat.presence.v1.BindRequest\x1a\x1e.chat.presence.v1.BindResponse\x12T\n" +
+	"\tBindBatch\x12\".chat.presence.v1.BindBatchRequest\x1a#.chat.presence.v1.BindBatchResponse\x12K\n" +
+	"\x06Unbind\x12\x1f.chat.presence.v1.UnbindRequest\x1a .chat.presence.v1.UnbindResponse\x12Z\n" +
+	"\vUnbindBatch\x12$.chat.presence.v1.UnbindBatchRequest\x1a%.chat.presence.v1.UnbindBatchResponse\x12T\n" +
 	"\tHeartbeat\x12\".chat.presence.v1.HeartbeatRequest\x1a#.chat.presence.v1.HeartbeatResponse\x12Z\n" +
 	"\vReleaseEdge\x12$.chat.presence.v1.ReleaseEdgeRequest\x1a%.chat.presence.v1.ReleaseEdgeResponse\x12f\n" +
 	"\x0fUserConnections\x12(.chat.presence.v1.UserConnectionsRequest\x1a).chat.presence.v1.UserConnectionsResponse\x12]\n" +
@@ -1116,7 +1447,7 @@ func file_chat_presence_v1_presence_proto_rawDescGZIP() []byte {
 }
 
 var file_chat_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_chat_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_chat_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_chat_presence_v1_presence_proto_goTypes = []any{
 	(PresenceEventKind)(0),          // 0: chat.presence.v1.PresenceEventKind
 	(UnbindReason)(0),               // 1: chat.presence.v1.UnbindReason
@@ -1124,45 +1455,60 @@ var file_chat_presence_v1_presence_proto_goTypes = []any{
 	(*BindResponse)(nil),            // 3: chat.presence.v1.BindResponse
 	(*UnbindRequest)(nil),           // 4: chat.presence.v1.UnbindRequest
 	(*UnbindResponse)(nil),          // 5: chat.presence.v1.UnbindResponse
-	(*HeartbeatRequest)(nil),        // 6: chat.presence.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 7: chat.presence.v1.HeartbeatResponse
-	(*ReleaseEdgeRequest)(nil),      // 8: chat.presence.v1.ReleaseEdgeRequest
-	(*ReleaseEdgeResponse)(nil),     // 9: chat.presence.v1.ReleaseEdgeResponse
-	(*UserConnectionsRequest)(nil),  // 10: chat.presence.v1.UserConnectionsRequest
-	(*UserConnectionsResponse)(nil), // 11: chat.presence.v1.UserConnectionsResponse
-	(*Connection)(nil),              // 12: chat.presence.v1.Connection
-	(*OnlineStatusRequest)(nil),     // 13: chat.presence.v1.OnlineStatusRequest
-	(*OnlineStatusResponse)(nil),    // 14: chat.presence.v1.OnlineStatusResponse
-	(*UserStatus)(nil),              // 15: chat.presence.v1.UserStatus
-	(*PresenceEvent)(nil),           // 16: chat.presence.v1.PresenceEvent
-	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*BindBatchRequest)(nil),        // 6: chat.presence.v1.BindBatchRequest
+	(*BindBatchResponse)(nil),       // 7: chat.presence.v1.BindBatchResponse
+	(*BindResult)(nil),              // 8: chat.presence.v1.BindResult
+	(*UnbindBatchRequest)(nil),      // 9: chat.presence.v1.UnbindBatchRequest
+	(*UnbindBatchResponse)(nil),     // 10: chat.presence.v1.UnbindBatchResponse
+	(*UnbindResult)(nil),            // 11: chat.presence.v1.UnbindResult
+	(*HeartbeatRequest)(nil),        // 12: chat.presence.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 13: chat.presence.v1.HeartbeatResponse
+	(*ReleaseEdgeRequest)(nil),      // 14: chat.presence.v1.ReleaseEdgeRequest
+	(*ReleaseEdgeResponse)(nil),     // 15: chat.presence.v1.ReleaseEdgeResponse
+	(*UserConnectionsRequest)(nil),  // 16: chat.presence.v1.UserConnectionsRequest
+	(*UserConnectionsResponse)(nil), // 17: chat.presence.v1.UserConnectionsResponse
+	(*Connection)(nil),              // 18: chat.presence.v1.Connection
+	(*OnlineStatusRequest)(nil),     // 19: chat.presence.v1.OnlineStatusRequest
+	(*OnlineStatusResponse)(nil),    // 20: chat.presence.v1.OnlineStatusResponse
+	(*UserStatus)(nil),              // 21: chat.presence.v1.UserStatus
+	(*PresenceEvent)(nil),           // 22: chat.presence.v1.PresenceEvent
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
 }
 var file_chat_presence_v1_presence_proto_depIdxs = []int32{
-	17, // 0: chat.presence.v1.HeartbeatResponse.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 1: chat.presence.v1.UserConnectionsResponse.connections:type_name -> chat.presence.v1.Connection
-	17, // 2: chat.presence.v1.Connection.bound_at:type_name -> google.protobuf.Timestamp
-	15, // 3: chat.presence.v1.OnlineStatusResponse.statuses:type_name -> chat.presence.v1.UserStatus
-	17, // 4: chat.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
-	0,  // 5: chat.presence.v1.PresenceEvent.kind:type_name -> chat.presence.v1.PresenceEventKind
-	17, // 6: chat.presence.v1.PresenceEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 7: chat.presence.v1.PresenceEvent.reason:type_name -> chat.presence.v1.UnbindReason
-	2,  // 8: chat.presence.v1.PresenceService.Bind:input_type -> chat.presence.v1.BindRequest
-	4,  // 9: chat.presence.v1.PresenceService.Unbind:input_type -> chat.presence.v1.UnbindRequest
-	6,  // 10: chat.presence.v1.PresenceService.Heartbeat:input_type -> chat.presence.v1.HeartbeatRequest
-	8,  // 11: chat.presence.v1.PresenceService.ReleaseEdge:input_type -> chat.presence.v1.ReleaseEdgeRequest
-	10, // 12: chat.presence.v1.PresenceService.UserConnections:input_type -> chat.presence.v1.UserConnectionsRequest
-	13, // 13: chat.presence.v1.PresenceService.OnlineStatus:input_type -> chat.presence.v1.OnlineStatusRequest
-	3,  // 14: chat.presence.v1.PresenceService.Bind:output_type -> chat.presence.v1.BindResponse
-	5,  // 15: chat.presence.v1.PresenceService.Unbind:output_type -> chat.presence.v1.UnbindResponse
-	7,  // 16: chat.presence.v1.PresenceService.Heartbeat:output_type -> chat.presence.v1.HeartbeatResponse
-	9,  // 17: chat.presence.v1.PresenceService.ReleaseEdge:output_type -> chat.presence.v1.ReleaseEdgeResponse
-	11, // 18: chat.presence.v1.PresenceService.UserConnections:output_type -> chat.presence.v1.UserConnectionsResponse
-	14, // 19: chat.presence.v1.PresenceService.OnlineStatus:output_type -> chat.presence.v1.OnlineStatusResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 0: chat.presence.v1.BindBatchRequest.binds:type_name -> chat.presence.v1.BindRequest
+	8,  // 1: chat.presence.v1.BindBatchResponse.results:type_name -> chat.presence.v1.BindResult
+	3,  // 2: chat.presence.v1.BindResult.response:type_name -> chat.presence.v1.BindResponse
+	11, // 3: chat.presence.v1.UnbindBatchResponse.results:type_name -> chat.presence.v1.UnbindResult
+	5,  // 4: chat.presence.v1.UnbindResult.response:type_name -> chat.presence.v1.UnbindResponse
+	23, // 5: chat.presence.v1.HeartbeatResponse.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 6: chat.presence.v1.UserConnectionsResponse.connections:type_name -> chat.presence.v1.Connection
+	23, // 7: chat.presence.v1.Connection.bound_at:type_name -> google.protobuf.Timestamp
+	21, // 8: chat.presence.v1.OnlineStatusResponse.statuses:type_name -> chat.presence.v1.UserStatus
+	23, // 9: chat.presence.v1.UserStatus.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 10: chat.presence.v1.PresenceEvent.kind:type_name -> chat.presence.v1.PresenceEventKind
+	23, // 11: chat.presence.v1.PresenceEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 12: chat.presence.v1.PresenceEvent.reason:type_name -> chat.presence.v1.UnbindReason
+	2,  // 13: chat.presence.v1.PresenceService.Bind:input_type -> chat.presence.v1.BindRequest
+	6,  // 14: chat.presence.v1.PresenceService.BindBatch:input_type -> chat.presence.v1.BindBatchRequest
+	4,  // 15: chat.presence.v1.PresenceService.Unbind:input_type -> chat.presence.v1.UnbindRequest
+	9,  // 16: chat.presence.v1.PresenceService.UnbindBatch:input_type -> chat.presence.v1.UnbindBatchRequest
+	12, // 17: chat.presence.v1.PresenceService.Heartbeat:input_type -> chat.presence.v1.HeartbeatRequest
+	14, // 18: chat.presence.v1.PresenceService.ReleaseEdge:input_type -> chat.presence.v1.ReleaseEdgeRequest
+	16, // 19: chat.presence.v1.PresenceService.UserConnections:input_type -> chat.presence.v1.UserConnectionsRequest
+	19, // 20: chat.presence.v1.PresenceService.OnlineStatus:input_type -> chat.presence.v1.OnlineStatusRequest
+	3,  // 21: chat.presence.v1.PresenceService.Bind:output_type -> chat.presence.v1.BindResponse
+	7,  // 22: chat.presence.v1.PresenceService.BindBatch:output_type -> chat.presence.v1.BindBatchResponse
+	5,  // 23: chat.presence.v1.PresenceService.Unbind:output_type -> chat.presence.v1.UnbindResponse
+	10, // 24: chat.presence.v1.PresenceService.UnbindBatch:output_type -> chat.presence.v1.UnbindBatchResponse
+	13, // 25: chat.presence.v1.PresenceService.Heartbeat:output_type -> chat.presence.v1.HeartbeatResponse
+	15, // 26: chat.presence.v1.PresenceService.ReleaseEdge:output_type -> chat.presence.v1.ReleaseEdgeResponse
+	17, // 27: chat.presence.v1.PresenceService.UserConnections:output_type -> chat.presence.v1.UserConnectionsResponse
+	20, // 28: chat.presence.v1.PresenceService.OnlineStatus:output_type -> chat.presence.v1.OnlineStatusResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_chat_presence_v1_presence_proto_init() }
@@ -1176,7 +1522,7 @@ func file_chat_presence_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_presence_v1_presence_proto_rawDesc), len(file_chat_presence_v1_presence_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

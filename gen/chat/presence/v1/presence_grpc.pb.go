@@ -20,7 +20,9 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	PresenceService_Bind_FullMethodName            = "/chat.presence.v1.PresenceService/Bind"
+	PresenceService_BindBatch_FullMethodName       = "/chat.presence.v1.PresenceService/BindBatch"
 	PresenceService_Unbind_FullMethodName          = "/chat.presence.v1.PresenceService/Unbind"
+	PresenceService_UnbindBatch_FullMethodName     = "/chat.presence.v1.PresenceService/UnbindBatch"
 	PresenceService_Heartbeat_FullMethodName       = "/chat.presence.v1.PresenceService/Heartbeat"
 	PresenceService_ReleaseEdge_FullMethodName     = "/chat.presence.v1.PresenceService/ReleaseEdge"
 	PresenceService_UserConnections_FullMethodName = "/chat.presence.v1.PresenceService/UserConnections"
@@ -44,9 +46,16 @@ type PresenceServiceClient interface {
 	// (Heartbeat first). Binding a connection id that is already bound to the same user and edge
 	// is a no-op; to another user or edge it is FailedPrecondition (connection ids are unique).
 	Bind(ctx context.Context, in *BindRequest, opts ...grpc.CallOption) (*BindResponse, error)
+	// BindBatch makes several binds in one call, their Redis work pipelined: each is handled
+	// exactly as Bind would, and each gets its own result. Edges use it to pass on the logins
+	// of many connections together.
+	BindBatch(ctx context.Context, in *BindBatchRequest, opts ...grpc.CallOption) (*BindBatchResponse, error)
 	// Unbind removes exactly one connection. It is idempotent, and since connection ids are never
 	// reused, a late Unbind never touches another, newer connection of the same user.
 	Unbind(ctx context.Context, in *UnbindRequest, opts ...grpc.CallOption) (*UnbindResponse, error)
+	// UnbindBatch removes several connections in one call, their Redis work pipelined: each is
+	// handled exactly as Unbind would, and each gets its own result.
+	UnbindBatch(ctx context.Context, in *UnbindBatchRequest, opts ...grpc.CallOption) (*UnbindBatchResponse, error)
 	// Heartbeat creates or renews an edge's lease. When it reports that the lease is new although
 	// the edge had connections bound, those were unbound when the old lease lapsed, and the edge
 	// must close (or re-bind) them.
@@ -78,10 +87,30 @@ func (c *presenceServiceClient) Bind(ctx context.Context, in *BindRequest, opts 
 	return out, nil
 }
 
+func (c *presenceServiceClient) BindBatch(ctx context.Context, in *BindBatchRequest, opts ...grpc.CallOption) (*BindBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BindBatchResponse)
+	err := c.cc.Invoke(ctx, PresenceService_BindBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *presenceServiceClient) Unbind(ctx context.Context, in *UnbindRequest, opts ...grpc.CallOption) (*UnbindResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UnbindResponse)
 	err := c.cc.Invoke(ctx, PresenceService_Unbind_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *presenceServiceClient) UnbindBatch(ctx context.Context, in *UnbindBatchRequest, opts ...grpc.CallOption) (*UnbindBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnbindBatchResponse)
+	err := c.cc.Invoke(ctx, PresenceService_UnbindBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +174,16 @@ type PresenceServiceServer interface {
 	// (Heartbeat first). Binding a connection id that is already bound to the same user and edge
 	// is a no-op; to another user or edge it is FailedPrecondition (connection ids are unique).
 	Bind(context.Context, *BindRequest) (*BindResponse, error)
+	// BindBatch makes several binds in one call, their Redis work pipelined: each is handled
+	// exactly as Bind would, and each gets its own result. Edges use it to pass on the logins
+	// of many connections together.
+	BindBatch(context.Context, *BindBatchRequest) (*BindBatchResponse, error)
 	// Unbind removes exactly one connection. It is idempotent, and since connection ids are never
 	// reused, a late Unbind never touches another, newer connection of the same user.
 	Unbind(context.Context, *UnbindRequest) (*UnbindResponse, error)
+	// UnbindBatch removes several connections in one call, their Redis work pipelined: each is
+	// handled exactly as Unbind would, and each gets its own result.
+	UnbindBatch(context.Context, *UnbindBatchRequest) (*UnbindBatchResponse, error)
 	// Heartbeat creates or renews an edge's lease. When it reports that the lease is new although
 	// the edge had connections bound, those were unbound when the old lease lapsed, and the edge
 	// must close (or re-bind) them.
@@ -172,8 +208,14 @@ type UnimplementedPresenceServiceServer struct{}
 func (UnimplementedPresenceServiceServer) Bind(context.Context, *BindRequest) (*BindResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Bind not implemented")
 }
+func (UnimplementedPresenceServiceServer) BindBatch(context.Context, *BindBatchRequest) (*BindBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BindBatch not implemented")
+}
 func (UnimplementedPresenceServiceServer) Unbind(context.Context, *UnbindRequest) (*UnbindResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unbind not implemented")
+}
+func (UnimplementedPresenceServiceServer) UnbindBatch(context.Context, *UnbindBatchRequest) (*UnbindBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnbindBatch not implemented")
 }
 func (UnimplementedPresenceServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -226,6 +268,24 @@ func _PresenceService_Bind_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PresenceService_BindBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BindBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PresenceServiceServer).BindBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PresenceService_BindBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PresenceServiceServer).BindBatch(ctx, req.(*BindBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PresenceService_Unbind_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UnbindRequest)
 	if err := dec(in); err != nil {
@@ -240,6 +300,24 @@ func _PresenceService_Unbind_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PresenceServiceServer).Unbind(ctx, req.(*UnbindRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PresenceService_UnbindBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnbindBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PresenceServiceServer).UnbindBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PresenceService_UnbindBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PresenceServiceServer).UnbindBatch(ctx, req.(*UnbindBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -328,8 +406,16 @@ var PresenceService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _PresenceService_Bind_Handler,
 		},
 		{
+			MethodName: "BindBatch",
+			Handler:    _PresenceService_BindBatch_Handler,
+		},
+		{
 			MethodName: "Unbind",
 			Handler:    _PresenceService_Unbind_Handler,
+		},
+		{
+			MethodName: "UnbindBatch",
+			Handler:    _PresenceService_UnbindBatch_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

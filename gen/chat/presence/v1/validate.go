@@ -54,3 +54,18 @@ func (r *OnlineStatusRequest) Validate() error {
 	}
 	return nil
 }
+
+// MaxBatch is the most items of one BindBatch or UnbindBatch.
+const MaxBatch = 256
+
+// Validate checks the number of binds; each bind is checked on its own and answered in its
+// own result, so one bad bind does not fail the others.
+func (r *BindBatchRequest) Validate() error {
+	return fieldcheck.Count("binds", len(r.GetBinds()), 1, MaxBatch)
+}
+
+// Validate checks the number of connections; each id is checked on its own and answered in
+// its own result.
+func (r *UnbindBatchRequest) Validate() error {
+	return fieldcheck.Count("conn_ids", len(r.GetConnIds()), 1, MaxBatch)
+}

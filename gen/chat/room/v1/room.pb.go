@@ -253,6 +253,162 @@ func (x *Member) GetConnections() uint32 {
 	return 0
 }
 
+// JoinBatchRequest is several joins.
+type JoinBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The joins: 1..256 of them, each with the limits of JoinRequest.
+	Joins         []*JoinRequest `protobuf:"bytes,1,rep,name=joins,proto3" json:"joins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinBatchRequest) Reset() {
+	*x = JoinBatchRequest{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinBatchRequest) ProtoMessage() {}
+
+func (x *JoinBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinBatchRequest.ProtoReflect.Descriptor instead.
+func (*JoinBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JoinBatchRequest) GetJoins() []*JoinRequest {
+	if x != nil {
+		return x.Joins
+	}
+	return nil
+}
+
+// JoinBatchResponse has one result per join, in the order of the request.
+type JoinBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*JoinResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinBatchResponse) Reset() {
+	*x = JoinBatchResponse{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinBatchResponse) ProtoMessage() {}
+
+func (x *JoinBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinBatchResponse.ProtoReflect.Descriptor instead.
+func (*JoinBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JoinBatchResponse) GetResults() []*JoinResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// JoinResult is the outcome of one join of a batch.
+type JoinResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code of this join (0: OK; then response is set), as Join would answer.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The join's answer, when code is 0.
+	Response      *JoinResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResult) Reset() {
+	*x = JoinResult{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResult) ProtoMessage() {}
+
+func (x *JoinResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResult.ProtoReflect.Descriptor instead.
+func (*JoinResult) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *JoinResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *JoinResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JoinResult) GetResponse() *JoinResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 // LeaveRequest takes a connection out of a room.
 type LeaveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +422,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[3]
+	mi := &file_chat_room_v1_room_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +434,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[3]
+	mi := &file_chat_room_v1_room_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +447,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{3}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeaveRequest) GetRoom() string {
@@ -321,7 +477,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[4]
+	mi := &file_chat_room_v1_room_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +489,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[4]
+	mi := &file_chat_room_v1_room_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +502,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{4}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaveResponse) GetWasMember() bool {
@@ -374,7 +530,7 @@ type LeaveAllRequest struct {
 
 func (x *LeaveAllRequest) Reset() {
 	*x = LeaveAllRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[5]
+	mi := &file_chat_room_v1_room_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +542,7 @@ func (x *LeaveAllRequest) String() string {
 func (*LeaveAllRequest) ProtoMessage() {}
 
 func (x *LeaveAllRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[5]
+	mi := &file_chat_room_v1_room_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +555,7 @@ func (x *LeaveAllRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveAllRequest.ProtoReflect.Descriptor instead.
 func (*LeaveAllRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{5}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LeaveAllRequest) GetConnId() string {
@@ -420,7 +576,7 @@ type LeaveAllResponse struct {
 
 func (x *LeaveAllResponse) Reset() {
 	*x = LeaveAllResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[6]
+	mi := &file_chat_room_v1_room_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +588,7 @@ func (x *LeaveAllResponse) String() string {
 func (*LeaveAllResponse) ProtoMessage() {}
 
 func (x *LeaveAllResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[6]
+	mi := &file_chat_room_v1_room_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,12 +601,168 @@ func (x *LeaveAllResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveAllResponse.ProtoReflect.Descriptor instead.
 func (*LeaveAllResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{6}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeaveAllResponse) GetRooms() []string {
 	if x != nil {
 		return x.Rooms
+	}
+	return nil
+}
+
+// LeaveAllBatchRequest is several LeaveAll calls.
+type LeaveAllBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Connection ids: 1..256 of them, each with the limits of LeaveAllRequest.conn_id.
+	ConnIds       []string `protobuf:"bytes,1,rep,name=conn_ids,json=connIds,proto3" json:"conn_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveAllBatchRequest) Reset() {
+	*x = LeaveAllBatchRequest{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveAllBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveAllBatchRequest) ProtoMessage() {}
+
+func (x *LeaveAllBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveAllBatchRequest.ProtoReflect.Descriptor instead.
+func (*LeaveAllBatchRequest) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LeaveAllBatchRequest) GetConnIds() []string {
+	if x != nil {
+		return x.ConnIds
+	}
+	return nil
+}
+
+// LeaveAllBatchResponse has one result per connection, in the order of the request.
+type LeaveAllBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results.
+	Results       []*LeaveAllResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveAllBatchResponse) Reset() {
+	*x = LeaveAllBatchResponse{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveAllBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveAllBatchResponse) ProtoMessage() {}
+
+func (x *LeaveAllBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveAllBatchResponse.ProtoReflect.Descriptor instead.
+func (*LeaveAllBatchResponse) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LeaveAllBatchResponse) GetResults() []*LeaveAllResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// LeaveAllResult is the outcome of one LeaveAll of a batch.
+type LeaveAllResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code (0: OK; then response is set), as LeaveAll would answer.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, when code is not 0.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The answer, when code is 0.
+	Response      *LeaveAllResponse `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveAllResult) Reset() {
+	*x = LeaveAllResult{}
+	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveAllResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveAllResult) ProtoMessage() {}
+
+func (x *LeaveAllResult) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveAllResult.ProtoReflect.Descriptor instead.
+func (*LeaveAllResult) Descriptor() ([]byte, []int) {
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LeaveAllResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *LeaveAllResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *LeaveAllResult) GetResponse() *LeaveAllResponse {
+	if x != nil {
+		return x.Response
 	}
 	return nil
 }
@@ -477,7 +789,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[7]
+	mi := &file_chat_room_v1_room_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +801,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[7]
+	mi := &file_chat_room_v1_room_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +814,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{7}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PublishRequest) GetRoom() string {
@@ -564,7 +876,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[8]
+	mi := &file_chat_room_v1_room_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +888,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[8]
+	mi := &file_chat_room_v1_room_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +901,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{8}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PublishResponse) GetSeq() uint64 {
@@ -631,7 +943,7 @@ type PublishBatchRequest struct {
 
 func (x *PublishBatchRequest) Reset() {
 	*x = PublishBatchRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	mi := &file_chat_room_v1_room_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +955,7 @@ func (x *PublishBatchRequest) String() string {
 func (*PublishBatchRequest) ProtoMessage() {}
 
 func (x *PublishBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[9]
+	mi := &file_chat_room_v1_room_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +968,7 @@ func (x *PublishBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishBatchRequest.ProtoReflect.Descriptor instead.
 func (*PublishBatchRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{9}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PublishBatchRequest) GetMessages() []*PublishRequest {
@@ -677,7 +989,7 @@ type PublishBatchResponse struct {
 
 func (x *PublishBatchResponse) Reset() {
 	*x = PublishBatchResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	mi := &file_chat_room_v1_room_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +1001,7 @@ func (x *PublishBatchResponse) String() string {
 func (*PublishBatchResponse) ProtoMessage() {}
 
 func (x *PublishBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[10]
+	mi := &file_chat_room_v1_room_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +1014,7 @@ func (x *PublishBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishBatchResponse.ProtoReflect.Descriptor instead.
 func (*PublishBatchResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{10}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishBatchResponse) GetResults() []*PublishResult {
@@ -729,7 +1041,7 @@ type PublishResult struct {
 
 func (x *PublishResult) Reset() {
 	*x = PublishResult{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	mi := &file_chat_room_v1_room_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1053,7 @@ func (x *PublishResult) String() string {
 func (*PublishResult) ProtoMessage() {}
 
 func (x *PublishResult) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[11]
+	mi := &file_chat_room_v1_room_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1066,7 @@ func (x *PublishResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResult.ProtoReflect.Descriptor instead.
 func (*PublishResult) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{11}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishResult) GetCode() uint32 {
@@ -793,7 +1105,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	mi := &file_chat_room_v1_room_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +1117,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[12]
+	mi := &file_chat_room_v1_room_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +1130,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{12}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -857,7 +1169,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[13]
+	mi := &file_chat_room_v1_room_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1181,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[13]
+	mi := &file_chat_room_v1_room_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1194,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{13}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HistoryResponse) GetEpoch() string {
@@ -921,7 +1233,7 @@ type RecoverRequest struct {
 
 func (x *RecoverRequest) Reset() {
 	*x = RecoverRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[14]
+	mi := &file_chat_room_v1_room_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1245,7 @@ func (x *RecoverRequest) String() string {
 func (*RecoverRequest) ProtoMessage() {}
 
 func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[14]
+	mi := &file_chat_room_v1_room_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1258,7 @@ func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
 func (*RecoverRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{14}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecoverRequest) GetRoom() string {
@@ -988,7 +1300,7 @@ type RecoverResponse struct {
 
 func (x *RecoverResponse) Reset() {
 	*x = RecoverResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[15]
+	mi := &file_chat_room_v1_room_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1312,7 @@ func (x *RecoverResponse) String() string {
 func (*RecoverResponse) ProtoMessage() {}
 
 func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[15]
+	mi := &file_chat_room_v1_room_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1325,7 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{15}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecoverResponse) GetRecovered() bool {
@@ -1057,7 +1369,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[16]
+	mi := &file_chat_room_v1_room_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1381,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[16]
+	mi := &file_chat_room_v1_room_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1394,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{16}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MembersRequest) GetRoom() string {
@@ -1112,7 +1424,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[17]
+	mi := &file_chat_room_v1_room_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1436,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[17]
+	mi := &file_chat_room_v1_room_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1449,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{17}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MembersResponse) GetMemberCount() uint32 {
@@ -1179,7 +1491,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[18]
+	mi := &file_chat_room_v1_room_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1503,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[18]
+	mi := &file_chat_room_v1_room_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1516,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{18}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Message) GetRoom() string {
@@ -1280,7 +1592,7 @@ type MemberJoined struct {
 
 func (x *MemberJoined) Reset() {
 	*x = MemberJoined{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[19]
+	mi := &file_chat_room_v1_room_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1604,7 @@ func (x *MemberJoined) String() string {
 func (*MemberJoined) ProtoMessage() {}
 
 func (x *MemberJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[19]
+	mi := &file_chat_room_v1_room_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1617,7 @@ func (x *MemberJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberJoined.ProtoReflect.Descriptor instead.
 func (*MemberJoined) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{19}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MemberJoined) GetRoom() string {
@@ -1353,7 +1665,7 @@ type MemberLeft struct {
 
 func (x *MemberLeft) Reset() {
 	*x = MemberLeft{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[20]
+	mi := &file_chat_room_v1_room_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1677,7 @@ func (x *MemberLeft) String() string {
 func (*MemberLeft) ProtoMessage() {}
 
 func (x *MemberLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[20]
+	mi := &file_chat_room_v1_room_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1690,7 @@ func (x *MemberLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLeft.ProtoReflect.Descriptor instead.
 func (*MemberLeft) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{20}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MemberLeft) GetRoom() string {
@@ -1429,7 +1741,7 @@ type RoomEvent struct {
 
 func (x *RoomEvent) Reset() {
 	*x = RoomEvent{}
-	mi := &file_chat_room_v1_room_proto_msgTypes[21]
+	mi := &file_chat_room_v1_room_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1753,7 @@ func (x *RoomEvent) String() string {
 func (*RoomEvent) ProtoMessage() {}
 
 func (x *RoomEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_room_v1_room_proto_msgTypes[21]
+	mi := &file_chat_room_v1_room_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1766,7 @@ func (x *RoomEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomEvent.ProtoReflect.Descriptor instead.
 func (*RoomEvent) Descriptor() ([]byte, []int) {
-	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{21}
+	return file_chat_room_v1_room_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RoomEvent) GetEvent() isRoomEvent_Event {
@@ -1537,7 +1849,16 @@ const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\x06Member\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12 \n" +
-	"\vconnections\x18\x03 \x01(\rR\vconnections\";\n" +
+	"\vconnections\x18\x03 \x01(\rR\vconnections\"C\n" +
+	"\x10JoinBatchRequest\x12/\n" +
+	"\x05joins\x18\x01 \x03(\v2\x19.chat.room.v1.JoinRequestR\x05joins\"G\n" +
+	"\x11JoinBatchResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.chat.room.v1.JoinResultR\aresults\"r\n" +
+	"\n" +
+	"JoinResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x126\n" +
+	"\bresponse\x18\x03 \x01(\v2\x1a.chat.room.v1.JoinResponseR\bresponse\";\n" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\tR\x06connId\"K\n" +
@@ -1548,7 +1869,15 @@ const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\x0fLeaveAllRequest\x12\x17\n" +
 	"\aconn_id\x18\x01 \x01(\tR\x06connId\"(\n" +
 	"\x10LeaveAllResponse\x12\x14\n" +
-	"\x05rooms\x18\x01 \x03(\tR\x05rooms\"\xaa\x01\n" +
+	"\x05rooms\x18\x01 \x03(\tR\x05rooms\"1\n" +
+	"\x14LeaveAllBatchRequest\x12\x19\n" +
+	"\bconn_ids\x18\x01 \x03(\tR\aconnIds\"O\n" +
+	"\x15LeaveAllBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.chat.room.v1.LeaveAllResultR\aresults\"z\n" +
+	"\x0eLeaveAllResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12:\n" +
+	"\bresponse\x18\x03 \x01(\v2\x1e.chat.room.v1.LeaveAllResponseR\bresponse\"\xaa\x01\n" +
 	"\x0ePublishRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\tR\x06connId\x12\x17\n" +
@@ -1617,11 +1946,13 @@ const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2\x15.chat.room.v1.MessageH\x00R\amessage\x124\n" +
 	"\x06joined\x18\x02 \x01(\v2\x1a.chat.room.v1.MemberJoinedH\x00R\x06joined\x12.\n" +
 	"\x04left\x18\x03 \x01(\v2\x18.chat.room.v1.MemberLeftH\x00R\x04leftB\a\n" +
-	"\x05event2\xd0\x04\n" +
+	"\x05event2\xf8\x05\n" +
 	"\vRoomService\x12=\n" +
-	"\x04Join\x12\x19.chat.room.v1.JoinRequest\x1a\x1a.chat.room.v1.JoinResponse\x12@\n" +
+	"\x04Join\x12\x19.chat.room.v1.JoinRequest\x1a\x1a.chat.room.v1.JoinResponse\x12L\n" +
+	"\tJoinBatch\x12\x1e.chat.room.v1.JoinBatchRequest\x1a\x1f.chat.room.v1.JoinBatchResponse\x12@\n" +
 	"\x05Leave\x12\x1a.chat.room.v1.LeaveRequest\x1a\x1b.chat.room.v1.LeaveResponse\x12I\n" +
-	"\bLeaveAll\x12\x1d.chat.room.v1.LeaveAllRequest\x1a\x1e.chat.room.v1.LeaveAllResponse\x12F\n" +
+	"\bLeaveAll\x12\x1d.chat.room.v1.LeaveAllRequest\x1a\x1e.chat.room.v1.LeaveAllResponse\x12X\n" +
+	"\rLeaveAllBatch\x12\".chat.room.v1.LeaveAllBatchRequest\x1a#.chat.room.v1.LeaveAllBatchResponse\x12F\n" +
 	"\aPublish\x12\x1c.chat.room.v1.PublishRequest\x1a\x1d.chat.room.v1.PublishResponse\x12U\n" +
 	"\fPublishBatch\x12!.chat.room.v1.PublishBatchRequest\x1a\".chat.room.v1.PublishBatchResponse\x12F\n" +
 	"\aHistory\x12\x1c.chat.room.v1.HistoryRequest\x1a\x1d.chat.room.v1.HistoryResponse\x12F\n" +
@@ -1640,68 +1971,83 @@ func file_chat_room_v1_room_proto_rawDescGZIP() []byte {
 	return file_chat_room_v1_room_proto_rawDescData
 }
 
-var file_chat_room_v1_room_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_chat_room_v1_room_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_chat_room_v1_room_proto_goTypes = []any{
 	(*JoinRequest)(nil),           // 0: chat.room.v1.JoinRequest
 	(*JoinResponse)(nil),          // 1: chat.room.v1.JoinResponse
 	(*Member)(nil),                // 2: chat.room.v1.Member
-	(*LeaveRequest)(nil),          // 3: chat.room.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 4: chat.room.v1.LeaveResponse
-	(*LeaveAllRequest)(nil),       // 5: chat.room.v1.LeaveAllRequest
-	(*LeaveAllResponse)(nil),      // 6: chat.room.v1.LeaveAllResponse
-	(*PublishRequest)(nil),        // 7: chat.room.v1.PublishRequest
-	(*PublishResponse)(nil),       // 8: chat.room.v1.PublishResponse
-	(*PublishBatchRequest)(nil),   // 9: chat.room.v1.PublishBatchRequest
-	(*PublishBatchResponse)(nil),  // 10: chat.room.v1.PublishBatchResponse
-	(*PublishResult)(nil),         // 11: chat.room.v1.PublishResult
-	(*HistoryRequest)(nil),        // 12: chat.room.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 13: chat.room.v1.HistoryResponse
-	(*RecoverRequest)(nil),        // 14: chat.room.v1.RecoverRequest
-	(*RecoverResponse)(nil),       // 15: chat.room.v1.RecoverResponse
-	(*MembersRequest)(nil),        // 16: chat.room.v1.MembersRequest
-	(*MembersResponse)(nil),       // 17: chat.room.v1.MembersResponse
-	(*Message)(nil),               // 18: chat.room.v1.Message
-	(*MemberJoined)(nil),          // 19: chat.room.v1.MemberJoined
-	(*MemberLeft)(nil),            // 20: chat.room.v1.MemberLeft
-	(*RoomEvent)(nil),             // 21: chat.room.v1.RoomEvent
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*JoinBatchRequest)(nil),      // 3: chat.room.v1.JoinBatchRequest
+	(*JoinBatchResponse)(nil),     // 4: chat.room.v1.JoinBatchResponse
+	(*JoinResult)(nil),            // 5: chat.room.v1.JoinResult
+	(*LeaveRequest)(nil),          // 6: chat.room.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 7: chat.room.v1.LeaveResponse
+	(*LeaveAllRequest)(nil),       // 8: chat.room.v1.LeaveAllRequest
+	(*LeaveAllResponse)(nil),      // 9: chat.room.v1.LeaveAllResponse
+	(*LeaveAllBatchRequest)(nil),  // 10: chat.room.v1.LeaveAllBatchRequest
+	(*LeaveAllBatchResponse)(nil), // 11: chat.room.v1.LeaveAllBatchResponse
+	(*LeaveAllResult)(nil),        // 12: chat.room.v1.LeaveAllResult
+	(*PublishRequest)(nil),        // 13: chat.room.v1.PublishRequest
+	(*PublishResponse)(nil),       // 14: chat.room.v1.PublishResponse
+	(*PublishBatchRequest)(nil),   // 15: chat.room.v1.PublishBatchRequest
+	(*PublishBatchResponse)(nil),  // 16: chat.room.v1.PublishBatchResponse
+	(*PublishResult)(nil),         // 17: chat.room.v1.PublishResult
+	(*HistoryRequest)(nil),        // 18: chat.room.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 19: chat.room.v1.HistoryResponse
+	(*RecoverRequest)(nil),        // 20: chat.room.v1.RecoverRequest
+	(*RecoverResponse)(nil),       // 21: chat.room.v1.RecoverResponse
+	(*MembersRequest)(nil),        // 22: chat.room.v1.MembersRequest
+	(*MembersResponse)(nil),       // 23: chat.room.v1.MembersResponse
+	(*Message)(nil),               // 24: chat.room.v1.Message
+	(*MemberJoined)(nil),          // 25: chat.room.v1.MemberJoined
+	(*MemberLeft)(nil),            // 26: chat.room.v1.MemberLeft
+	(*RoomEvent)(nil),             // 27: chat.room.v1.RoomEvent
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_chat_room_v1_room_proto_depIdxs = []int32{
 	2,  // 0: chat.room.v1.JoinResponse.members:type_name -> chat.room.v1.Member
-	22, // 1: chat.room.v1.PublishResponse.ts:type_name -> google.protobuf.Timestamp
-	7,  // 2: chat.room.v1.PublishBatchRequest.messages:type_name -> chat.room.v1.PublishRequest
-	11, // 3: chat.room.v1.PublishBatchResponse.results:type_name -> chat.room.v1.PublishResult
-	8,  // 4: chat.room.v1.PublishResult.response:type_name -> chat.room.v1.PublishResponse
-	18, // 5: chat.room.v1.HistoryResponse.messages:type_name -> chat.room.v1.Message
-	18, // 6: chat.room.v1.RecoverResponse.messages:type_name -> chat.room.v1.Message
-	2,  // 7: chat.room.v1.MembersResponse.members:type_name -> chat.room.v1.Member
-	22, // 8: chat.room.v1.Message.ts:type_name -> google.protobuf.Timestamp
-	22, // 9: chat.room.v1.MemberJoined.ts:type_name -> google.protobuf.Timestamp
-	22, // 10: chat.room.v1.MemberLeft.ts:type_name -> google.protobuf.Timestamp
-	18, // 11: chat.room.v1.RoomEvent.message:type_name -> chat.room.v1.Message
-	19, // 12: chat.room.v1.RoomEvent.joined:type_name -> chat.room.v1.MemberJoined
-	20, // 13: chat.room.v1.RoomEvent.left:type_name -> chat.room.v1.MemberLeft
-	0,  // 14: chat.room.v1.RoomService.Join:input_type -> chat.room.v1.JoinRequest
-	3,  // 15: chat.room.v1.RoomService.Leave:input_type -> chat.room.v1.LeaveRequest
-	5,  // 16: chat.room.v1.RoomService.LeaveAll:input_type -> chat.room.v1.LeaveAllRequest
-	7,  // 17: chat.room.v1.RoomService.Publish:input_type -> chat.room.v1.PublishRequest
-	9,  // 18: chat.room.v1.RoomService.PublishBatch:input_type -> chat.room.v1.PublishBatchRequest
-	12, // 19: chat.room.v1.RoomService.History:input_type -> chat.room.v1.HistoryRequest
-	14, // 20: chat.room.v1.RoomService.Recover:input_type -> chat.room.v1.RecoverRequest
-	16, // 21: chat.room.v1.RoomService.Members:input_type -> chat.room.v1.MembersRequest
-	1,  // 22: chat.room.v1.RoomService.Join:output_type -> chat.room.v1.JoinResponse
-	4,  // 23: chat.room.v1.RoomService.Leave:output_type -> chat.room.v1.LeaveResponse
-	6,  // 24: chat.room.v1.RoomService.LeaveAll:output_type -> chat.room.v1.LeaveAllResponse
-	8,  // 25: chat.room.v1.RoomService.Publish:output_type -> chat.room.v1.PublishResponse
-	10, // 26: chat.room.v1.RoomService.PublishBatch:output_type -> chat.room.v1.PublishBatchResponse
-	13, // 27: chat.room.v1.RoomService.History:output_type -> chat.room.v1.HistoryResponse
-	15, // 28: chat.room.v1.RoomService.Recover:output_type -> chat.room.v1.RecoverResponse
-	17, // 29: chat.room.v1.RoomService.Members:output_type -> chat.room.v1.MembersResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	0,  // 1: chat.room.v1.JoinBatchRequest.joins:type_name -> chat.room.v1.JoinRequest
+	5,  // 2: chat.room.v1.JoinBatchResponse.results:type_name -> chat.room.v1.JoinResult
+	1,  // 3: chat.room.v1.JoinResult.response:type_name -> chat.room.v1.JoinResponse
+	12, // 4: chat.room.v1.LeaveAllBatchResponse.results:type_name -> chat.room.v1.LeaveAllResult
+	9,  // 5: chat.room.v1.LeaveAllResult.response:type_name -> chat.room.v1.LeaveAllResponse
+	28, // 6: chat.room.v1.PublishResponse.ts:type_name -> google.protobuf.Timestamp
+	13, // 7: chat.room.v1.PublishBatchRequest.messages:type_name -> chat.room.v1.PublishRequest
+	17, // 8: chat.room.v1.PublishBatchResponse.results:type_name -> chat.room.v1.PublishResult
+	14, // 9: chat.room.v1.PublishResult.response:type_name -> chat.room.v1.PublishResponse
+	24, // 10: chat.room.v1.HistoryResponse.messages:type_name -> chat.room.v1.Message
+	24, // 11: chat.room.v1.RecoverResponse.messages:type_name -> chat.room.v1.Message
+	2,  // 12: chat.room.v1.MembersResponse.members:type_name -> chat.room.v1.Member
+	28, // 13: chat.room.v1.Message.ts:type_name -> google.protobuf.Timestamp
+	28, // 14: chat.room.v1.MemberJoined.ts:type_name -> google.protobuf.Timestamp
+	28, // 15: chat.room.v1.MemberLeft.ts:type_name -> google.protobuf.Timestamp
+	24, // 16: chat.room.v1.RoomEvent.message:type_name -> chat.room.v1.Message
+	25, // 17: chat.room.v1.RoomEvent.joined:type_name -> chat.room.v1.MemberJoined
+	26, // 18: chat.room.v1.RoomEvent.left:type_name -> chat.room.v1.MemberLeft
+	0,  // 19: chat.room.v1.RoomService.Join:input_type -> chat.room.v1.JoinRequest
+	3,  // 20: chat.room.v1.RoomService.JoinBatch:input_type -> chat.room.v1.JoinBatchRequest
+	6,  // 21: chat.room.v1.RoomService.Leave:input_type -> chat.room.v1.LeaveRequest
+	8,  // 22: chat.room.v1.RoomService.LeaveAll:input_type -> chat.room.v1.LeaveAllRequest
+	10, // 23: chat.room.v1.RoomService.LeaveAllBatch:input_type -> chat.room.v1.LeaveAllBatchRequest
+	13, // 24: chat.room.v1.RoomService.Publish:input_type -> chat.room.v1.PublishRequest
+	15, // 25: chat.room.v1.RoomService.PublishBatch:input_type -> chat.room.v1.PublishBatchRequest
+	18, // 26: chat.room.v1.RoomService.History:input_type -> chat.room.v1.HistoryRequest
+	20, // 27: chat.room.v1.RoomService.Recover:input_type -> chat.room.v1.RecoverRequest
+	22, // 28: chat.room.v1.RoomService.Members:input_type -> chat.room.v1.MembersRequest
+	1,  // 29: chat.room.v1.RoomService.Join:output_type -> chat.room.v1.JoinResponse
+	4,  // 30: chat.room.v1.RoomService.JoinBatch:output_type -> chat.room.v1.JoinBatchResponse
+	7,  // 31: chat.room.v1.RoomService.Leave:output_type -> chat.room.v1.LeaveResponse
+	9,  // 32: chat.room.v1.RoomService.LeaveAll:output_type -> chat.room.v1.LeaveAllResponse
+	11, // 33: chat.room.v1.RoomService.LeaveAllBatch:output_type -> chat.room.v1.LeaveAllBatchResponse
+	14, // 34: chat.room.v1.RoomService.Publish:output_type -> chat.room.v1.PublishResponse
+	16, // 35: chat.room.v1.RoomService.PublishBatch:output_type -> chat.room.v1.PublishBatchResponse
+	19, // 36: chat.room.v1.RoomService.History:output_type -> chat.room.v1.HistoryResponse
+	21, // 37: chat.room.v1.RoomService.Recover:output_type -> chat.room.v1.RecoverResponse
+	23, // 38: chat.room.v1.RoomService.Members:output_type -> chat.room.v1.MembersResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_chat_room_v1_room_proto_init() }
@@ -1709,7 +2055,7 @@ func file_chat_room_v1_room_proto_init() {
 	if File_chat_room_v1_room_proto != nil {
 		return
 	}
-	file_chat_room_v1_room_proto_msgTypes[21].OneofWrappers = []any{
+	file_chat_room_v1_room_proto_msgTypes[27].OneofWrappers = []any{
 		(*RoomEvent_Message)(nil),
 		(*RoomEvent_Joined)(nil),
 		(*RoomEvent_Left)(nil),
@@ -1720,7 +2066,7 @@ func file_chat_room_v1_room_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_room_v1_room_proto_rawDesc), len(file_chat_room_v1_room_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

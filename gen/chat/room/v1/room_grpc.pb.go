@@ -19,14 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RoomService_Join_FullMethodName         = "/chat.room.v1.RoomService/Join"
-	RoomService_Leave_FullMethodName        = "/chat.room.v1.RoomService/Leave"
-	RoomService_LeaveAll_FullMethodName     = "/chat.room.v1.RoomService/LeaveAll"
-	RoomService_Publish_FullMethodName      = "/chat.room.v1.RoomService/Publish"
-	RoomService_PublishBatch_FullMethodName = "/chat.room.v1.RoomService/PublishBatch"
-	RoomService_History_FullMethodName      = "/chat.room.v1.RoomService/History"
-	RoomService_Recover_FullMethodName      = "/chat.room.v1.RoomService/Recover"
-	RoomService_Members_FullMethodName      = "/chat.room.v1.RoomService/Members"
+	RoomService_Join_FullMethodName          = "/chat.room.v1.RoomService/Join"
+	RoomService_JoinBatch_FullMethodName     = "/chat.room.v1.RoomService/JoinBatch"
+	RoomService_Leave_FullMethodName         = "/chat.room.v1.RoomService/Leave"
+	RoomService_LeaveAll_FullMethodName      = "/chat.room.v1.RoomService/LeaveAll"
+	RoomService_LeaveAllBatch_FullMethodName = "/chat.room.v1.RoomService/LeaveAllBatch"
+	RoomService_Publish_FullMethodName       = "/chat.room.v1.RoomService/Publish"
+	RoomService_PublishBatch_FullMethodName  = "/chat.room.v1.RoomService/PublishBatch"
+	RoomService_History_FullMethodName       = "/chat.room.v1.RoomService/History"
+	RoomService_Recover_FullMethodName       = "/chat.room.v1.RoomService/Recover"
+	RoomService_Members_FullMethodName       = "/chat.room.v1.RoomService/Members"
 )
 
 // RoomServiceClient is the client API for RoomService service.
@@ -46,11 +48,18 @@ type RoomServiceClient interface {
 	// Join puts a connection into a room. The first connection of a user emits a `joined` event.
 	// Joining again with the same connection is a no-op that still answers the room's state.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// JoinBatch makes several joins in one call, their Redis work in one round trip: each is
+	// handled exactly as Join would, and each gets its own result. Edges use it to pass on the
+	// joins of many connections together.
+	JoinBatch(ctx context.Context, in *JoinBatchRequest, opts ...grpc.CallOption) (*JoinBatchResponse, error)
 	// Leave takes a connection out of a room; the user's last connection out emits `left`.
 	// Idempotent.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// LeaveAll takes a connection out of every room it is in (used when it closes). Idempotent.
 	LeaveAll(ctx context.Context, in *LeaveAllRequest, opts ...grpc.CallOption) (*LeaveAllResponse, error)
+	// LeaveAllBatch takes several connections out of all their rooms in one call, their Redis
+	// work pipelined: each is handled exactly as LeaveAll would, and each gets its own result.
+	LeaveAllBatch(ctx context.Context, in *LeaveAllBatchRequest, opts ...grpc.CallOption) (*LeaveAllBatchResponse, error)
 	// Publish appends a message to a room: assigns the next seq, appends it to the history and
 	// publishes the `message` event, atomically. The publishing connection must be in the room.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
@@ -85,6 +94,16 @@ func (c *roomServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...g
 	return out, nil
 }
 
+func (c *roomServiceClient) JoinBatch(ctx context.Context, in *JoinBatchRequest, opts ...grpc.CallOption) (*JoinBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinBatchResponse)
+	err := c.cc.Invoke(ctx, RoomService_JoinBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *roomServiceClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LeaveResponse)
@@ -99,6 +118,16 @@ func (c *roomServiceClient) LeaveAll(ctx context.Context, in *LeaveAllRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LeaveAllResponse)
 	err := c.cc.Invoke(ctx, RoomService_LeaveAll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *roomServiceClient) LeaveAllBatch(ctx context.Context, in *LeaveAllBatchRequest, opts ...grpc.CallOption) (*LeaveAllBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveAllBatchResponse)
+	err := c.cc.Invoke(ctx, RoomService_LeaveAllBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -172,11 +201,18 @@ type RoomServiceServer interface {
 	// Join puts a connection into a room. The first connection of a user emits a `joined` event.
 	// Joining again with the same connection is a no-op that still answers the room's state.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// JoinBatch makes several joins in one call, their Redis work in one round trip: each is
+	// handled exactly as Join would, and each gets its own result. Edges use it to pass on the
+	// joins of many connections together.
+	JoinBatch(context.Context, *JoinBatchRequest) (*JoinBatchResponse, error)
 	// Leave takes a connection out of a room; the user's last connection out emits `left`.
 	// Idempotent.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// LeaveAll takes a connection out of every room it is in (used when it closes). Idempotent.
 	LeaveAll(context.Context, *LeaveAllRequest) (*LeaveAllResponse, error)
+	// LeaveAllBatch takes several connections out of all their rooms in one call, their Redis
+	// work pipelined: each is handled exactly as LeaveAll would, and each gets its own result.
+	LeaveAllBatch(context.Context, *LeaveAllBatchRequest) (*LeaveAllBatchResponse, error)
 	// Publish appends a message to a room: assigns the next seq, appends it to the history and
 	// publishes the `message` event, atomically. The publishing connection must be in the room.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
@@ -204,11 +240,17 @@ type UnimplementedRoomServiceServer struct{}
 func (UnimplementedRoomServiceServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
 }
+func (UnimplementedRoomServiceServer) JoinBatch(context.Context, *JoinBatchRequest) (*JoinBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinBatch not implemented")
+}
 func (UnimplementedRoomServiceServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
 func (UnimplementedRoomServiceServer) LeaveAll(context.Context, *LeaveAllRequest) (*LeaveAllResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaveAll not implemented")
+}
+func (UnimplementedRoomServiceServer) LeaveAllBatch(context.Context, *LeaveAllBatchRequest) (*LeaveAllBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaveAllBatch not implemented")
 }
 func (UnimplementedRoomServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
@@ -264,6 +306,24 @@ func _RoomService_Join_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RoomService_JoinBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RoomServiceServer).JoinBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RoomService_JoinBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RoomServiceServer).JoinBatch(ctx, req.(*JoinBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RoomService_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LeaveRequest)
 	if err := dec(in); err != nil {
@@ -296,6 +356,24 @@ func _RoomService_LeaveAll_Handler(srv interface{}, ctx context.Context, dec fun
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(RoomServiceServer).LeaveAll(ctx, req.(*LeaveAllRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RoomService_LeaveAllBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveAllBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RoomServiceServer).LeaveAllBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RoomService_LeaveAllBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RoomServiceServer).LeaveAllBatch(ctx, req.(*LeaveAllBatchRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -402,12 +480,20 @@ var RoomService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RoomService_Join_Handler,
 		},
 		{
+			MethodName: "JoinBatch",
+			Handler:    _RoomService_JoinBatch_Handler,
+		},
+		{
 			MethodName: "Leave",
 			Handler:    _RoomService_Leave_Handler,
 		},
 		{
 			MethodName: "LeaveAll",
 			Handler:    _RoomService_LeaveAll_Handler,
+		},
+		{
+			MethodName: "LeaveAllBatch",
+			Handler:    _RoomService_LeaveAllBatch_Handler,
 		},
 		{
 			MethodName: "Publish",

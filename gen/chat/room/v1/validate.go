@@ -97,3 +97,18 @@ func (r *PublishBatchRequest) Validate() error {
 	}
 	return nil
 }
+
+// MaxBatch is the most items of one JoinBatch or LeaveAllBatch.
+const MaxBatch = 256
+
+// Validate checks the number of joins; each join is checked on its own and answered in its
+// own result, so one bad join does not fail the others.
+func (r *JoinBatchRequest) Validate() error {
+	return fieldcheck.Count("joins", len(r.GetJoins()), 1, MaxBatch)
+}
+
+// Validate checks the number of connections; each id is checked on its own and answered in
+// its own result.
+func (r *LeaveAllBatchRequest) Validate() error {
+	return fieldcheck.Count("conn_ids", len(r.GetConnIds()), 1, MaxBatch)
+}

@@ -1,0 +1,62 @@
+package platform
+
+import (
+	"context"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/status"
+)
+
+// ScriptCall is one run of a Lua script: its keys and arguments.
+type ScriptCall struct {
+	Keys []string
+	Args []any
+}
+
+// EvalScripts runs script once per call, in one pipeline (EVALSHA), after the commands that
+// before queues (nil: none); each returned command carries its own result or error. Calls
+// that Redis refuses with NOSCRIPT (it lost its script cache, so they did not run) are run
+// again in one more pipeline after loading the script.
+func EvalScripts(ctx context.Context, rdb redis.Cmdable, script *redis.Script, calls []ScriptCall, before func(redis.Pipeliner)) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := rdb.Pipeline()
+	if before != nil {
+		before(pipe)
+	}
+	for i, c := range calls {
+		cmds[i] = script.EvalSha(ctx, pipe, c.Keys, c.Args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	var again []int
+	for i, c := range cmds {
+		if IsNoScript(c.Err()) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 || script.Load(ctx, rdb).Err() != nil {
+		return cmds
+	}
+	pipe = rdb.Pipeline()
+	for _, i := range again {
+		cmds[i] = script.EvalSha(ctx, pipe, calls[i].Keys, calls[i].Args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	return cmds
+}
+
+// IsNoScript tells whether err is Redis's NOSCRIPT: the script is not in its cache, and did
+// not run.
+func IsNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// ItemStatus is the code and message of one item's outcome in a batch reply (0 and "" for
+// success), from a gRPC status error or any error.
+func ItemStatus(err error) (code uint32, msg string) {
+	if err == nil {
+		return 0, ""
+	}
+	st := status.Convert(err)
+	return uint32(st.Code()), st.Message()
+}
