@@ -226,7 +226,6 @@ func TestMemberLimits(t *testing.T) {
 	}
 }
 
-
 // TestMemberEntriesKeepIdsAndNamesApart: members are stored as "<id> <name>"; ids that prefix
 // one another, and names with spaces, must neither mix up listings nor leaves.
 func TestMemberEntriesKeepIdsAndNamesApart(t *testing.T) {
