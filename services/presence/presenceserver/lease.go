@@ -61,14 +61,21 @@ func (s *Service) unbindEdge(ctx context.Context, edgeID string, reason presence
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	bs := make([]binding, 0, len(conns))
 	for conn, user := range conns {
-		ch, err := s.unbind(ctx, binding{ConnID: conn, UserID: user, EdgeID: edgeID}, reason)
-		if err != nil {
-			return n, err
-		}
-		if ch.Changed {
-			n++
+		bs = append(bs, binding{ConnID: conn, UserID: user, EdgeID: edgeID})
+	}
+	n := 0
+	for from := 0; from < len(bs); from += presencev1.MaxBatch {
+		chunk := bs[from:min(from+presencev1.MaxBatch, len(bs))]
+		changes, errs := s.unbind(ctx, chunk, reason)
+		for i, ch := range changes {
+			if errs[i] != nil {
+				return n, errs[i]
+			}
+			if ch.Changed {
+				n++
+			}
 		}
 	}
 	return n, nil

@@ -49,96 +49,239 @@ func NewService(log *slog.Logger, cfg Config, rdb redis.UniversalClient) *Servic
 
 // Bind records a connection.
 func (s *Service) Bind(ctx context.Context, req *presencev1.BindRequest) (*presencev1.BindResponse, error) {
+	resps, errs := s.bindMany(ctx, []*presencev1.BindRequest{req})
+	return resps[0], errs[0]
+}
+
+// BindBatch records several connections, their Redis work pipelined.
+func (s *Service) BindBatch(ctx context.Context, req *presencev1.BindBatchRequest) (*presencev1.BindBatchResponse, error) {
+	resps, errs := s.bindMany(ctx, req.GetBinds())
+	out := &presencev1.BindBatchResponse{Results: make([]*presencev1.BindResult, len(resps))}
+	for i := range resps {
+		code, msg := platform.ItemStatus(errs[i])
+		out.Results[i] = &presencev1.BindResult{Code: code, Message: msg, Response: resps[i]}
+	}
+	return out, nil
+}
+
+// bindMany records connections together, in four round trips for all of them; each gets its
+// answer or its status error. The edge index is written with the lease check; without a live
+// lease (or when the connection id is taken) the entry this call added is taken back.
+func (s *Service) bindMany(ctx context.Context, reqs []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
 	now := s.now()
-	b := binding{ConnID: req.GetConnId(), UserID: req.GetUserId(), Username: req.GetUsername(), EdgeID: req.GetEdgeId(), BoundAt: now}
-	// The edge index is written with the lease check, in one round trip; without a live lease
-	// the entry this call added is taken back.
-	deadline, leased, owner, added, err := s.store.claimEdgeConn(ctx, b.EdgeID, b.ConnID, b.UserID)
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "bind")
+	resps := make([]*presencev1.BindResponse, len(reqs))
+	errs := make([]error, len(reqs))
+	// live tracks the requests still going, with their bindings.
+	type item struct {
+		at int
+		b  binding
 	}
-	if !leased || !deadline.After(now) {
-		if added {
-			if err := s.store.dropEdgeConn(ctx, b.EdgeID, b.ConnID); err != nil {
-				return nil, platform.RedisStatus(ctx, err, "bind")
+	var live []item
+	for i, req := range reqs {
+		if err := req.Validate(); err != nil {
+			errs[i] = status.Error(codes.InvalidArgument, err.Error())
+			continue
+		}
+		live = append(live, item{i, binding{ConnID: req.GetConnId(), UserID: req.GetUserId(), Username: req.GetUsername(), EdgeID: req.GetEdgeId(), BoundAt: now}})
+	}
+	bindings := func(items []item) []binding {
+		out := make([]binding, len(items))
+		for j, it := range items {
+			out[j] = it.b
+		}
+		return out
+	}
+	// undo takes back the edge index entries of refused binds that added them, in the next
+	// round trip; a failure to do so is the bind's error.
+	var undo []item
+	queueUndo := func(pipe redis.Pipeliner) func() {
+		cmds := s.store.dropEdgeConns(ctx, pipe, bindings(undo))
+		pending := undo
+		undo = nil
+		return func() {
+			for j, c := range cmds {
+				if err := c.Err(); err != nil {
+					errs[pending[j].at] = platform.RedisStatus(ctx, err, "bind")
+				}
 			}
 		}
-		return nil, status.Errorf(codes.FailedPrecondition, "edge %q has no live lease: call Heartbeat first", req.GetEdgeId())
-	}
-	if owner != b.UserID {
-		return nil, status.Error(codes.FailedPrecondition, "connection id is bound to another user")
-	}
-	claimed, err := s.store.claimConn(ctx, b)
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "bind")
-	}
-	if claimed < 0 {
-		if added {
-			if err := s.store.dropEdgeConn(ctx, b.EdgeID, b.ConnID); err != nil {
-				return nil, platform.RedisStatus(ctx, err, "bind")
-			}
-		}
-		return nil, status.Error(codes.FailedPrecondition, "connection id is bound to another user or edge")
 	}
 
-	ch, err := s.store.bindUser(ctx, b)
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "bind")
-	}
-	if ch.Changed {
-		events := []*presencev1.PresenceEvent{s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_BOUND, b, ch, now)}
-		if ch.Flipped {
-			events = append(events, s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_USER_ONLINE, b, ch, now))
+	claims := s.store.claimEdgeConns(ctx, bindings(live))
+	var next []item
+	for j, it := range live {
+		c := claims[j]
+		switch {
+		case c.err != nil:
+			errs[it.at] = platform.RedisStatus(ctx, c.err, "bind")
+		case !c.deadline.After(now):
+			errs[it.at] = status.Errorf(codes.FailedPrecondition, "edge %q has no live lease: call Heartbeat first", it.b.EdgeID)
+			if c.added {
+				undo = append(undo, it)
+			}
+		case c.owner != it.b.UserID:
+			errs[it.at] = status.Error(codes.FailedPrecondition, "connection id is bound to another user")
+		default:
+			next = append(next, it)
 		}
-		if err := s.store.appendEvents(ctx, events...); err != nil {
-			return nil, platform.RedisStatus(ctx, err, "bind")
+	}
+	added := map[int]bool{}
+	for j, it := range live {
+		added[it.at] = claims[j].added
+	}
+	live = next
+
+	var checkUndo func()
+	claimed, cerrs := s.store.claimConns(ctx, bindings(live), func(p redis.Pipeliner) { checkUndo = queueUndo(p) })
+	checkUndo()
+	next = nil
+	for j, it := range live {
+		switch {
+		case cerrs[j] != nil:
+			errs[it.at] = platform.RedisStatus(ctx, cerrs[j], "bind")
+		case claimed[j] < 0:
+			errs[it.at] = status.Error(codes.FailedPrecondition, "connection id is bound to another user or edge")
+			if added[it.at] {
+				undo = append(undo, it)
+			}
+		default:
+			next = append(next, it)
 		}
 	}
-	return &presencev1.BindResponse{UserCameOnline: ch.Flipped, Version: ch.Version}, nil
+	live = next
+
+	changes, berrs := s.store.bindUsers(ctx, bindings(live), func(p redis.Pipeliner) { checkUndo = queueUndo(p) })
+	checkUndo()
+	var groups [][]*presencev1.PresenceEvent
+	var grouped []int // the live item of each group
+	for j, it := range live {
+		ch := changes[j]
+		if berrs[j] != nil {
+			errs[it.at] = platform.RedisStatus(ctx, berrs[j], "bind")
+			continue
+		}
+		resps[it.at] = &presencev1.BindResponse{UserCameOnline: ch.Flipped, Version: ch.Version}
+		if ch.Changed {
+			events := []*presencev1.PresenceEvent{s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_BOUND, it.b, ch, now)}
+			if ch.Flipped {
+				events = append(events, s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_USER_ONLINE, it.b, ch, now))
+			}
+			groups, grouped = append(groups, events), append(grouped, j)
+		}
+	}
+	for g, err := range s.store.appendEvents(ctx, groups) {
+		if err != nil {
+			at := live[grouped[g]].at
+			resps[at], errs[at] = nil, platform.RedisStatus(ctx, err, "bind")
+		}
+	}
+	return resps, errs
 }
 
 // Unbind removes one connection.
 func (s *Service) Unbind(ctx context.Context, req *presencev1.UnbindRequest) (*presencev1.UnbindResponse, error) {
-	b, ok, err := s.store.connRecord(ctx, req.GetConnId())
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "unbind")
-	}
-	if !ok {
-		return &presencev1.UnbindResponse{}, nil
-	}
-	ch, err := s.unbind(ctx, b, presencev1.UnbindReason_UNBIND_REASON_CLOSED)
-	if err != nil {
-		return nil, platform.RedisStatus(ctx, err, "unbind")
-	}
-	return &presencev1.UnbindResponse{Unbound: ch.Changed, UserWentOffline: ch.Flipped}, nil
+	resps, errs := s.unbindConns(ctx, []string{req.GetConnId()})
+	return resps[0], errs[0]
 }
 
-// unbind removes a connection from its user, appends the events, and clears the indexes. It is
-// idempotent; see unbind_user.lua for how a retry after a failure still appends the events.
-func (s *Service) unbind(ctx context.Context, b binding, reason presencev1.UnbindReason) (userChange, error) {
+// UnbindBatch removes several connections, their Redis work pipelined.
+func (s *Service) UnbindBatch(ctx context.Context, req *presencev1.UnbindBatchRequest) (*presencev1.UnbindBatchResponse, error) {
+	resps, errs := s.unbindConns(ctx, req.GetConnIds())
+	out := &presencev1.UnbindBatchResponse{Results: make([]*presencev1.UnbindResult, len(resps))}
+	for i := range resps {
+		code, msg := platform.ItemStatus(errs[i])
+		out.Results[i] = &presencev1.UnbindResult{Code: code, Message: msg, Response: resps[i]}
+	}
+	return out, nil
+}
+
+// unbindConns unbinds connections by id (closed by their edges); each gets its answer or its
+// status error.
+func (s *Service) unbindConns(ctx context.Context, connIDs []string) ([]*presencev1.UnbindResponse, []error) {
+	resps := make([]*presencev1.UnbindResponse, len(connIDs))
+	errs := make([]error, len(connIDs))
+	var ids []string
+	var at []int
+	for i, id := range connIDs {
+		if err := (&presencev1.UnbindRequest{ConnId: id}).Validate(); err != nil {
+			errs[i] = status.Error(codes.InvalidArgument, err.Error())
+			continue
+		}
+		ids, at = append(ids, id), append(at, i)
+	}
+	records, ok, rerrs := s.store.connRecords(ctx, ids)
+	var bs []binding
+	var bat []int
+	for j, i := range at {
+		switch {
+		case rerrs[j] != nil:
+			errs[i] = platform.RedisStatus(ctx, rerrs[j], "unbind")
+		case !ok[j]:
+			resps[i] = &presencev1.UnbindResponse{}
+		default:
+			bs, bat = append(bs, records[j]), append(bat, i)
+		}
+	}
+	changes, uerrs := s.unbind(ctx, bs, presencev1.UnbindReason_UNBIND_REASON_CLOSED)
+	for j, i := range bat {
+		if uerrs[j] != nil {
+			errs[i] = platform.RedisStatus(ctx, uerrs[j], "unbind")
+			continue
+		}
+		resps[i] = &presencev1.UnbindResponse{Unbound: changes[j].Changed, UserWentOffline: changes[j].Flipped}
+	}
+	return resps, errs
+}
+
+// unbind removes connections from their users, appends the events, and clears the indexes,
+// in four round trips for all of them. It is idempotent; see unbind_user.lua for how a retry
+// after a failure still appends the events.
+func (s *Service) unbind(ctx context.Context, bs []binding, reason presencev1.UnbindReason) ([]userChange, []error) {
+	if len(bs) == 0 {
+		return nil, nil
+	}
 	now := s.now()
-	ch, err := s.store.unbindUser(ctx, b.UserID, b.ConnID, now, reason, s.cfg.UnbindClaim, s.cfg.LastSeenRetention)
-	if err != nil {
-		return userChange{}, err
-	}
-	if ch.Busy {
-		// Another caller is finishing this very unbind.
-		return userChange{}, nil
-	}
-	if ch.Changed {
-		b.Username = ch.Username
-		events := []*presencev1.PresenceEvent{s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_UNBOUND, b, ch, now)}
-		if ch.Flipped {
-			events = append(events, s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_USER_OFFLINE, b, ch, now))
+	changes, errs := s.store.unbindUsers(ctx, bs, now, reason, s.cfg.UnbindClaim, s.cfg.LastSeenRetention)
+	var groups [][]*presencev1.PresenceEvent
+	var grouped []int
+	busy := make([]bool, len(bs))
+	for i, ch := range changes {
+		if errs[i] != nil {
+			continue
 		}
-		if err := s.store.appendEvents(ctx, events...); err != nil {
-			return userChange{}, err
+		if ch.Busy {
+			// Another caller is finishing this very unbind.
+			changes[i], busy[i] = userChange{}, true
+			continue
+		}
+		if ch.Changed {
+			b := bs[i]
+			b.Username = ch.Username
+			events := []*presencev1.PresenceEvent{s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_CONNECTION_UNBOUND, b, ch, now)}
+			if ch.Flipped {
+				events = append(events, s.event(presencev1.PresenceEventKind_PRESENCE_EVENT_KIND_USER_OFFLINE, b, ch, now))
+			}
+			groups, grouped = append(groups, events), append(grouped, i)
 		}
 	}
-	if err := s.store.finishUnbind(ctx, b.UserID, b.ConnID, b.EdgeID); err != nil {
-		return userChange{}, err
+	for g, err := range s.store.appendEvents(ctx, groups) {
+		if err != nil {
+			errs[grouped[g]] = err
+		}
 	}
-	return ch, nil
+	var finish []binding
+	var fat []int
+	for i := range bs {
+		if errs[i] == nil && !busy[i] {
+			finish, fat = append(finish, bs[i]), append(fat, i)
+		}
+	}
+	for j, err := range s.store.finishUnbinds(ctx, finish) {
+		if err != nil {
+			errs[fat[j]] = err
+		}
+	}
+	return changes, errs
 }
 
 func (s *Service) event(kind presencev1.PresenceEventKind, b binding, ch userChange, now time.Time) *presencev1.PresenceEvent {

@@ -581,3 +581,58 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 		t.Run(name, func(t *testing.T) { servertest.WantCode(t, call(servertest.Ctx(t)), codes.Unavailable) })
 	}
 }
+
+// TestBindAndUnbindBatches: each item of a batch is answered as its unary call would be, a bad
+// item fails alone, and a refused bind leaves nothing behind.
+func TestBindAndUnbindBatches(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	h.heartbeat(t, "e")
+	h.bind(t, "c0", "u0", "e")
+	req := func(conn, user, edge string) *presencev1.BindRequest {
+		return &presencev1.BindRequest{ConnId: conn, UserId: user, Username: "name-" + user, EdgeId: edge}
+	}
+	resp, err := h.client.BindBatch(servertest.Ctx(t), &presencev1.BindBatchRequest{Binds: []*presencev1.BindRequest{
+		req("c1", "u1", "e"), req("c0", "u9", "e"), req("c{2}", "u2", "e"), req("c3", "u3", "nolease"), req("c4", "u1", "e"), req("c0", "u0", "e"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.GetResults() {
+		got = append(got, fmt.Sprintf("%s online=%v v%d", codes.Code(r.GetCode()), r.GetResponse().GetUserCameOnline(), r.GetResponse().GetVersion()))
+	}
+	equalLines(t, got, []string{
+		"OK online=true v1", "FailedPrecondition online=false v0", "InvalidArgument online=false v0",
+		"FailedPrecondition online=false v0", "OK online=false v2", "OK online=false v1",
+	})
+	ctx := servertest.Ctx(t)
+	if k := redistest.Keys(t, ctx, h.rdb, h.prefix+"edge:{nolease}"); len(k) != 0 {
+		t.Fatalf("a refused bind left %v", k)
+	}
+
+	un, err := h.client.UnbindBatch(ctx, &presencev1.UnbindBatchRequest{ConnIds: []string{"c1", "c{x}", "c0", "never", "c4", "c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, r := range un.GetResults() {
+		got = append(got, fmt.Sprintf("%s unbound=%v offline=%v", codes.Code(r.GetCode()), r.GetResponse().GetUnbound(), r.GetResponse().GetUserWentOffline()))
+	}
+	// The same connection twice in one batch: the second finds it gone (or being finished).
+	equalLines(t, got, []string{
+		"OK unbound=true offline=false", "InvalidArgument unbound=false offline=false", "OK unbound=true offline=true",
+		"OK unbound=false offline=false", "OK unbound=true offline=true", "OK unbound=false offline=false",
+	})
+	equalLines(t, briefs(h.events(t)), []string{
+		"CONNECTION_BOUND u0 c0 v1", "USER_ONLINE u0 c0 v1",
+		"CONNECTION_BOUND u1 c1 v1", "USER_ONLINE u1 c1 v1", "CONNECTION_BOUND u1 c4 v2",
+		"CONNECTION_UNBOUND u1 c1 v3 CLOSED", "CONNECTION_UNBOUND u0 c0 v2 CLOSED", "USER_OFFLINE u0 c0 v2 CLOSED",
+		"CONNECTION_UNBOUND u1 c4 v4 CLOSED", "USER_OFFLINE u1 c4 v4 CLOSED",
+	})
+	for _, p := range []string{"conn:", "edge:"} {
+		if k := redistest.Keys(t, ctx, h.rdb, h.prefix+p); len(k) != 0 {
+			t.Fatalf("left behind: %v", k)
+		}
+	}
+}

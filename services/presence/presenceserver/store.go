@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
+	"github.com/chatrt/chat/platform"
 )
 
 // keys builds the presence service's Redis keys. The part in braces is the hash tag: every
@@ -115,64 +116,10 @@ func (s *store) edgeConns(ctx context.Context, edgeID string) (map[string]string
 	return m, nil
 }
 
-// claimEdgeConn reads the edge's lease deadline (ok false: no lease) and adds a connection to
-// its edge's index unless it is there, in one round trip; it returns the user the index names
-// for the connection and whether this call added it.
-func (s *store) claimEdgeConn(ctx context.Context, edgeID, connID, userID string) (deadline time.Time, ok bool, owner string, added bool, err error) {
-	pipe := s.rdb.Pipeline()
-	lease := pipe.ZScore(ctx, s.keys.leases(), edgeID)
-	set := pipe.HSetNX(ctx, s.keys.edgeConns(edgeID), connID, userID)
-	get := pipe.HGet(ctx, s.keys.edgeConns(edgeID), connID)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return time.Time{}, false, "", false, fmt.Errorf("index connection on edge: %w", err)
-	}
-	score, lerr := lease.Result()
-	if lerr == nil {
-		deadline, ok = time.UnixMilli(int64(score)), true
-	}
-	return deadline, ok, get.Val(), set.Val(), nil
-}
-
-// dropEdgeConn removes a connection from its edge's index.
-func (s *store) dropEdgeConn(ctx context.Context, edgeID, connID string) error {
-	if err := s.rdb.HDel(ctx, s.keys.edgeConns(edgeID), connID).Err(); err != nil {
-		return fmt.Errorf("unindex connection: %w", err)
-	}
-	return nil
-}
-
-// claimConn creates a connection's record; it returns 1 when created, 0 when the record already
-// said the same, -1 when it names another user or edge.
-func (s *store) claimConn(ctx context.Context, b binding) (int, error) {
-	n, err := claimConnScript.Run(ctx, s.rdb, []string{s.keys.conn(b.ConnID)},
-		b.UserID, b.Username, b.EdgeID, b.BoundAt.UnixMilli()).Int()
-	if err != nil {
-		return 0, fmt.Errorf("record connection: %w", err)
-	}
-	return n, nil
-}
-
 // binding is one connection's record.
 type binding struct {
 	ConnID, UserID, Username, EdgeID string
 	BoundAt                          time.Time
-}
-
-// connRecord loads a connection's record; ok is false when it has none.
-func (s *store) connRecord(ctx context.Context, connID string) (b binding, ok bool, err error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.conn(connID), "user_id", "username", "edge_id", "bound_ms").Result()
-	if err != nil {
-		return binding{}, false, fmt.Errorf("load connection: %w", err)
-	}
-	user, _ := vals[0].(string)
-	if user == "" {
-		return binding{}, false, nil
-	}
-	name, _ := vals[1].(string)
-	edge, _ := vals[2].(string)
-	ms, _ := vals[3].(string)
-	boundMs, _ := strconv.ParseInt(ms, 10, 64)
-	return binding{ConnID: connID, UserID: user, Username: name, EdgeID: edge, BoundAt: time.UnixMilli(boundMs)}, true, nil
 }
 
 // userChange is the result of adding or removing one connection of a user.
@@ -187,70 +134,6 @@ type userChange struct {
 	Flipped  bool
 	Reason   presencev1.UnbindReason
 	Username string
-}
-
-func (s *store) bindUser(ctx context.Context, b binding) (userChange, error) {
-	res, err := bindUserScript.Run(ctx, s.rdb, []string{s.keys.userConns(b.UserID), s.keys.userMeta(b.UserID)},
-		b.ConnID, b.EdgeID, b.BoundAt.UnixMilli(), b.Username).Int64Slice()
-	if err != nil {
-		return userChange{}, fmt.Errorf("bind connection to user: %w", err)
-	}
-	return userChange{Changed: res[0] == 1, Version: uint64(res[1]), Flipped: res[2] == 1, Username: b.Username}, nil
-}
-
-func (s *store) unbindUser(ctx context.Context, userID, connID string, now time.Time, reason presencev1.UnbindReason, claim, retention time.Duration) (userChange, error) {
-	res, err := unbindUserScript.Run(ctx, s.rdb, []string{s.keys.userConns(userID), s.keys.userMeta(userID)},
-		connID, now.UnixMilli(), int32(reason), claim.Milliseconds(), retention.Milliseconds()).Slice()
-	if err != nil {
-		return userChange{}, fmt.Errorf("unbind connection from user: %w", err)
-	}
-	if len(res) != 5 {
-		return userChange{}, fmt.Errorf("unbind connection from user: unexpected reply %v", res)
-	}
-	state, _ := res[0].(int64)
-	version, _ := res[1].(int64)
-	offline, _ := res[2].(int64)
-	r, _ := res[3].(int64)
-	name, _ := res[4].(string)
-	return userChange{
-		Changed: state == 1, Busy: state == 2, Version: uint64(version), Flipped: offline == 1,
-		Reason: presencev1.UnbindReason(r), Username: name,
-	}, nil
-}
-
-// finishUnbind removes what is left of an unbound connection: the user's tombstone (its events
-// are appended), the edge index entry and the connection record.
-func (s *store) finishUnbind(ctx context.Context, userID, connID, edgeID string) error {
-	pipe := s.rdb.Pipeline()
-	pipe.HDel(ctx, s.keys.userMeta(userID), "t:"+connID)
-	pipe.HDel(ctx, s.keys.edgeConns(edgeID), connID)
-	pipe.Del(ctx, s.keys.conn(connID))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("finish unbind: %w", err)
-	}
-	return nil
-}
-
-// appendEvents appends events to the event stream, in order, in one round trip.
-func (s *store) appendEvents(ctx context.Context, events ...*presencev1.PresenceEvent) error {
-	if len(events) == 0 {
-		return nil
-	}
-	pipe := s.rdb.Pipeline()
-	for _, ev := range events {
-		b, err := proto.Marshal(ev)
-		if err != nil {
-			return fmt.Errorf("encode presence event: %w", err)
-		}
-		pipe.XAdd(ctx, &redis.XAddArgs{
-			Stream: s.keys.events(), MaxLen: s.streamMaxLen, Approx: true, ID: "*",
-			Values: []any{eventField, b},
-		})
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("append presence events: %w", err)
-	}
-	return nil
 }
 
 // userConns lists a user's connections.
@@ -294,4 +177,217 @@ func (s *store) statuses(ctx context.Context, userIDs []string) ([]userStatus, e
 		}
 	}
 	return out, nil
+}
+
+// edgeClaim is what claimEdgeConns found for one binding.
+type edgeClaim struct {
+	deadline time.Time // of the edge's lease; zero without a lease
+	owner    string    // the user the edge index names for the connection
+	added    bool      // this call added the index entry
+	err      error
+}
+
+// claimEdgeConns reads the lease deadline of each binding's edge and adds each connection to
+// its edge's index unless it is there, in one round trip.
+func (s *store) claimEdgeConns(ctx context.Context, bs []binding) []edgeClaim {
+	pipe := s.rdb.Pipeline()
+	leases := map[string]*redis.FloatCmd{}
+	sets := make([]*redis.BoolCmd, len(bs))
+	gets := make([]*redis.StringCmd, len(bs))
+	for i, b := range bs {
+		if leases[b.EdgeID] == nil {
+			leases[b.EdgeID] = pipe.ZScore(ctx, s.keys.leases(), b.EdgeID)
+		}
+		sets[i] = pipe.HSetNX(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID, b.UserID)
+		gets[i] = pipe.HGet(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	out := make([]edgeClaim, len(bs))
+	for i, b := range bs {
+		score, lerr := leases[b.EdgeID].Result()
+		for _, err := range []error{lerr, sets[i].Err(), gets[i].Err()} {
+			if err != nil && !errors.Is(err, redis.Nil) && out[i].err == nil {
+				out[i].err = fmt.Errorf("index connection on edge: %w", err)
+			}
+		}
+		if lerr == nil {
+			out[i].deadline = time.UnixMilli(int64(score))
+		}
+		out[i].owner, out[i].added = gets[i].Val(), sets[i].Val()
+	}
+	return out
+}
+
+// dropEdgeConns queues the removal of connections from their edges' indexes.
+func (s *store) dropEdgeConns(ctx context.Context, pipe redis.Pipeliner, bs []binding) []*redis.IntCmd {
+	cmds := make([]*redis.IntCmd, len(bs))
+	for i, b := range bs {
+		cmds[i] = pipe.HDel(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID)
+	}
+	return cmds
+}
+
+// claimConns creates connection records, in one round trip after the commands before queues;
+// for each: 1 when created, 0 when the record already said the same, -1 when it names another
+// user or edge.
+func (s *store) claimConns(ctx context.Context, bs []binding, before func(redis.Pipeliner)) ([]int, []error) {
+	calls := make([]platform.ScriptCall, len(bs))
+	for i, b := range bs {
+		calls[i] = platform.ScriptCall{Keys: []string{s.keys.conn(b.ConnID)}, Args: []any{b.UserID, b.Username, b.EdgeID, b.BoundAt.UnixMilli()}}
+	}
+	cmds := platform.EvalScripts(ctx, s.rdb, claimConnScript, calls, before)
+	out, errs := make([]int, len(bs)), make([]error, len(bs))
+	for i, c := range cmds {
+		if out[i], errs[i] = c.Int(); errs[i] != nil {
+			errs[i] = fmt.Errorf("record connection: %w", errs[i])
+		}
+	}
+	return out, errs
+}
+
+// connRecords loads connection records in one round trip; ok[i] is false when connIDs[i] has
+// none.
+func (s *store) connRecords(ctx context.Context, connIDs []string) (bs []binding, ok []bool, errs []error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(connIDs))
+	for i, id := range connIDs {
+		cmds[i] = pipe.HMGet(ctx, s.keys.conn(id), "user_id", "username", "edge_id", "bound_ms")
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	bs, ok, errs = make([]binding, len(connIDs)), make([]bool, len(connIDs)), make([]error, len(connIDs))
+	for i, c := range cmds {
+		vals, err := c.Result()
+		if err != nil {
+			errs[i] = fmt.Errorf("load connection: %w", err)
+			continue
+		}
+		user, _ := vals[0].(string)
+		if user == "" {
+			continue
+		}
+		name, _ := vals[1].(string)
+		edge, _ := vals[2].(string)
+		ms, _ := vals[3].(string)
+		boundMs, _ := strconv.ParseInt(ms, 10, 64)
+		bs[i], ok[i] = binding{ConnID: connIDs[i], UserID: user, Username: name, EdgeID: edge, BoundAt: time.UnixMilli(boundMs)}, true
+	}
+	return bs, ok, errs
+}
+
+// bindUsers adds connections to their users, in one round trip after the commands before
+// queues.
+func (s *store) bindUsers(ctx context.Context, bs []binding, before func(redis.Pipeliner)) ([]userChange, []error) {
+	calls := make([]platform.ScriptCall, len(bs))
+	for i, b := range bs {
+		calls[i] = platform.ScriptCall{
+			Keys: []string{s.keys.userConns(b.UserID), s.keys.userMeta(b.UserID)},
+			Args: []any{b.ConnID, b.EdgeID, b.BoundAt.UnixMilli(), b.Username},
+		}
+	}
+	cmds := platform.EvalScripts(ctx, s.rdb, bindUserScript, calls, before)
+	out, errs := make([]userChange, len(bs)), make([]error, len(bs))
+	for i, c := range cmds {
+		res, err := c.Int64Slice()
+		if err != nil {
+			errs[i] = fmt.Errorf("bind connection to user: %w", err)
+			continue
+		}
+		out[i] = userChange{Changed: res[0] == 1, Version: uint64(res[1]), Flipped: res[2] == 1, Username: bs[i].Username}
+	}
+	return out, errs
+}
+
+// unbindUsers removes connections from their users (see unbind_user.lua), in one round trip.
+func (s *store) unbindUsers(ctx context.Context, bs []binding, now time.Time, reason presencev1.UnbindReason, claim, retention time.Duration) ([]userChange, []error) {
+	calls := make([]platform.ScriptCall, len(bs))
+	for i, b := range bs {
+		calls[i] = platform.ScriptCall{
+			Keys: []string{s.keys.userConns(b.UserID), s.keys.userMeta(b.UserID)},
+			Args: []any{b.ConnID, now.UnixMilli(), int32(reason), claim.Milliseconds(), retention.Milliseconds()},
+		}
+	}
+	cmds := platform.EvalScripts(ctx, s.rdb, unbindUserScript, calls, nil)
+	out, errs := make([]userChange, len(bs)), make([]error, len(bs))
+	for i, c := range cmds {
+		res, err := c.Slice()
+		if err == nil && len(res) != 5 {
+			err = fmt.Errorf("unexpected reply %v", res)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("unbind connection from user: %w", err)
+			continue
+		}
+		state, _ := res[0].(int64)
+		version, _ := res[1].(int64)
+		offline, _ := res[2].(int64)
+		r, _ := res[3].(int64)
+		name, _ := res[4].(string)
+		out[i] = userChange{
+			Changed: state == 1, Busy: state == 2, Version: uint64(version), Flipped: offline == 1,
+			Reason: presencev1.UnbindReason(r), Username: name,
+		}
+	}
+	return out, errs
+}
+
+// unbindUser is unbindUsers for one connection.
+func (s *store) unbindUser(ctx context.Context, userID, connID string, now time.Time, reason presencev1.UnbindReason, claim, retention time.Duration) (userChange, error) {
+	out, errs := s.unbindUsers(ctx, []binding{{UserID: userID, ConnID: connID}}, now, reason, claim, retention)
+	return out[0], errs[0]
+}
+
+// finishUnbinds removes what is left of unbound connections, in one round trip: each user's
+// tombstone (its events are appended), the edge index entry and the connection record.
+func (s *store) finishUnbinds(ctx context.Context, bs []binding) []error {
+	pipe := s.rdb.Pipeline()
+	cmds := make([][3]*redis.IntCmd, len(bs))
+	for i, b := range bs {
+		cmds[i] = [3]*redis.IntCmd{
+			pipe.HDel(ctx, s.keys.userMeta(b.UserID), "t:"+b.ConnID),
+			pipe.HDel(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID),
+			pipe.Del(ctx, s.keys.conn(b.ConnID)),
+		}
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	errs := make([]error, len(bs))
+	for i, cs := range cmds {
+		for _, c := range cs {
+			if err := c.Err(); err != nil && errs[i] == nil {
+				errs[i] = fmt.Errorf("finish unbind: %w", err)
+			}
+		}
+	}
+	return errs
+}
+
+// appendEvents appends groups of events to the event stream, in order, in one round trip;
+// each group gets its own error.
+func (s *store) appendEvents(ctx context.Context, groups [][]*presencev1.PresenceEvent) []error {
+	errs := make([]error, len(groups))
+	pipe := s.rdb.Pipeline()
+	cmds := make([][]*redis.StringCmd, len(groups))
+	for i, events := range groups {
+		for _, ev := range events {
+			b, err := proto.Marshal(ev)
+			if err != nil {
+				errs[i] = fmt.Errorf("encode presence event: %w", err)
+				break
+			}
+			cmds[i] = append(cmds[i], pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: s.keys.events(), MaxLen: s.streamMaxLen, Approx: true, ID: "*",
+				Values: []any{eventField, b},
+			}))
+		}
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+	}
+	for i, cs := range cmds {
+		for _, c := range cs {
+			if err := c.Err(); err != nil && errs[i] == nil {
+				errs[i] = fmt.Errorf("append presence events: %w", err)
+			}
+		}
+	}
+	return errs
 }
