@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -515,4 +516,29 @@ func BenchmarkLoginFailure(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestVerifyTokenBatch: each token of a batch is answered as VerifyToken would answer it, and a
+// bad one fails alone.
+func TestVerifyTokenBatch(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	h.register(t, "ann", "password1")
+	h.register(t, "ben", "password1")
+	ann, ben := h.login(t, "ann", "password1"), h.login(t, "ben", "password1")
+	resp, err := h.client.VerifyTokenBatch(callCtx(t), &authv1.VerifyTokenBatchRequest{Tokens: []string{
+		ann.GetToken(), "no-such-token", "", ben.GetToken(), ann.GetToken(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.GetResults() {
+		got = append(got, fmt.Sprintf("%s %s", codes.Code(r.GetCode()), r.GetResponse().GetUsername()))
+	}
+	if want := "OK ann|Unauthenticated |InvalidArgument |OK ben|OK ann"; strings.Join(got, "|") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, "|"), want)
+	}
+	_, err = h.client.VerifyTokenBatch(callCtx(t), &authv1.VerifyTokenBatchRequest{})
+	wantCode(t, err, codes.InvalidArgument)
 }

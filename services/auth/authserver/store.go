@@ -111,20 +111,32 @@ func (s *store) saveToken(ctx context.Context, tokenHash string, t tokenRecord, 
 	return nil
 }
 
-// token loads a token record; errNotFound when it is unknown, revoked or expired.
-func (s *store) token(ctx context.Context, tokenHash string) (tokenRecord, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.token(tokenHash), "user_id", "username", "exp_ms").Result()
-	if err != nil {
-		return tokenRecord{}, fmt.Errorf("load token: %w", err)
+// tokens loads several tokens' records in one round trip; each missing one is errNotFound.
+func (s *store) tokens(ctx context.Context, tokenHashes []string) ([]tokenRecord, []error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(tokenHashes))
+	for i, h := range tokenHashes {
+		cmds[i] = pipe.HMGet(ctx, s.keys.token(h), "user_id", "username", "exp_ms")
 	}
-	uid, _ := vals[0].(string)
-	name, _ := vals[1].(string)
-	expStr, _ := vals[2].(string)
-	exp, convErr := strconv.ParseInt(expStr, 10, 64)
-	if uid == "" || convErr != nil {
-		return tokenRecord{}, errNotFound
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	recs, errs := make([]tokenRecord, len(cmds)), make([]error, len(cmds))
+	for i, c := range cmds {
+		vals, err := c.Result()
+		if err != nil {
+			errs[i] = fmt.Errorf("load token: %w", err)
+			continue
+		}
+		uid, _ := vals[0].(string)
+		name, _ := vals[1].(string)
+		expStr, _ := vals[2].(string)
+		exp, convErr := strconv.ParseInt(expStr, 10, 64)
+		if uid == "" || convErr != nil {
+			errs[i] = errNotFound
+			continue
+		}
+		recs[i] = tokenRecord{UserID: uid, Username: name, ExpiresAt: time.UnixMilli(exp)}
 	}
-	return tokenRecord{UserID: uid, Username: name, ExpiresAt: time.UnixMilli(exp)}, nil
+	return recs, errs
 }
 
 // deleteToken revokes a token and reports whether it existed.
