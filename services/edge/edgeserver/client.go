@@ -253,7 +253,7 @@ func (c *client) login(ctx context.Context, cmd command) (any, *protoError) {
 	defer cancel()
 	switch {
 	case req.Token != nil:
-		resp, err := c.srv.auth.VerifyToken(cctx, &authv1.VerifyTokenRequest{Token: *req.Token})
+		resp, err := c.srv.calls.verify.do(*req.Token)
 		if err != nil {
 			return nil, fromRPC(err)
 		}
@@ -271,9 +271,7 @@ func (c *client) login(ctx context.Context, cmd command) (any, *protoError) {
 // authenticate binds the connection to its user in presence and makes it the socket's
 // identity.
 func (c *client) authenticate(ctx context.Context, id identity) (any, *protoError) {
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	_, err := c.srv.presence.Bind(cctx, &presencev1.BindRequest{ConnId: c.id, UserId: id.userID, Username: id.username, EdgeId: c.srv.cfg.EdgeID})
+	_, err := c.srv.calls.bind.do(&presencev1.BindRequest{ConnId: c.id, UserId: id.userID, Username: id.username, EdgeId: c.srv.cfg.EdgeID})
 	if err != nil {
 		return nil, fromRPC(err)
 	}
@@ -353,7 +351,7 @@ func (c *client) joinRoom(ctx context.Context, room string, since *sincePos, fir
 			return errorf(codeUnavailable, "cannot subscribe to the room; try again")
 		}
 	}
-	resp, err := c.srv.room.Join(cctx, &roomv1.JoinRequest{
+	resp, err := c.srv.calls.join.do(&roomv1.JoinRequest{
 		Room: room, ConnId: c.id, UserId: c.ident.userID, Username: c.ident.username, MemberLimit: uint32(c.srv.cfg.JoinMembers),
 	})
 	if err != nil {

@@ -4,9 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
 )
 
@@ -88,19 +85,12 @@ func (c *client) publishBatch(ctx context.Context, batch []queuedSend) {
 	cctx, cancel := c.callCtx(ctx)
 	resp, err := c.srv.room.PublishBatch(cctx, req)
 	cancel()
-	if err == nil && len(resp.GetResults()) != len(batch) {
-		err = status.Error(codes.Internal, "publish batch: wrong number of results")
-	}
+	resps, errs := splitResults(len(batch), resp.GetResults(), err)
 	for i, s := range batch {
-		if err != nil {
-			c.reply(s.id, nil, fromRPC(err))
+		if errs[i] != nil {
+			c.reply(s.id, nil, fromRPC(errs[i]))
 			continue
 		}
-		r := resp.GetResults()[i]
-		if code := codes.Code(r.GetCode()); code != codes.OK {
-			c.reply(s.id, nil, fromRPC(status.Error(code, r.GetMessage())))
-			continue
-		}
-		c.reply(s.id, map[string]any{"seq": r.GetResponse().GetSeq(), "ts": r.GetResponse().GetTs().AsTime().UnixMilli()}, nil)
+		c.reply(s.id, map[string]any{"seq": resps[i].GetSeq(), "ts": resps[i].GetTs().AsTime().UnixMilli()}, nil)
 	}
 }

@@ -43,6 +43,8 @@ type Server struct {
 	auth     authv1.AuthServiceClient
 	room     roomv1.RoomServiceClient
 	presence presencev1.PresenceServiceClient
+	// calls batches the calls that many connections make at once (see batch.go).
+	calls    calls
 	rdb      redis.UniversalClient
 	hub      *hub
 	limits   *userLimits
@@ -81,6 +83,7 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 		clients: map[*client]struct{}{}, unreleased: map[string]struct{}{},
 		registry: prometheus.NewRegistry(),
 	}
+	s.calls = newCalls(s.batchCtx, d.Auth, d.Room, d.Presence)
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.upgrader = websocket.Upgrader{
@@ -159,7 +162,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	s.hub = newHub(runCtx, s.log, s.rdb, s.cfg.RoomKeyPrefix, roomRecoverer{s.room}, s.cfg.CallTimeout)
 
 	var wg sync.WaitGroup
-	workers := []func(context.Context){s.hub.run, s.heartbeatLoop, s.retryReleases}
+	// The heartbeat stops first at shutdown: a renewal after ReleaseEdge would revive the lease.
+	hbCtx, stopHeartbeat := context.WithCancel(runCtx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		s.heartbeatLoop(hbCtx)
+	}()
+	workers := []func(context.Context){s.hub.run, s.retryReleases}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
@@ -204,7 +214,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	s.shutdown(hs)
+	s.shutdown(hs, func() {
+		stopHeartbeat()
+		<-hbDone
+	})
 	cancel()
 	s.hub.close()
 	wg.Wait()
@@ -213,7 +226,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 // shutdown stops accepting, says goodbye to every socket, waits for their cleanup, and
 // releases the lease (which also unbinds anything a cleanup could not).
-func (s *Server) shutdown(hs *http.Server) {
+func (s *Server) shutdown(hs *http.Server, stopHeartbeat func()) {
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -233,6 +246,7 @@ func (s *Server) shutdown(hs *http.Server) {
 	case <-ctx.Done():
 		s.log.Warn("sockets still open at the shutdown deadline")
 	}
+	stopHeartbeat()
 	if _, err := s.presence.ReleaseEdge(ctx, &presencev1.ReleaseEdgeRequest{EdgeId: s.cfg.EdgeID}); err != nil {
 		s.log.Warn("release edge lease failed; presence will sweep it", "err", err)
 	}
@@ -326,15 +340,19 @@ func (s *Server) releaseConn(connID string) {
 }
 
 func (s *Server) release(connID string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.CallTimeout)
-	defer cancel()
-	if _, err := s.room.LeaveAll(ctx, &roomv1.LeaveAllRequest{ConnId: connID}); err != nil {
+	if _, err := s.calls.leaveAll.do(connID); err != nil {
 		return fmt.Errorf("leave all: %w", err)
 	}
-	if _, err := s.presence.Unbind(ctx, &presencev1.UnbindRequest{ConnId: connID}); err != nil {
+	if _, err := s.calls.unbind.do(connID); err != nil {
 		return fmt.Errorf("unbind: %w", err)
 	}
 	return nil
+}
+
+// batchCtx is the context of one batch call: the call timeout, and not cut short when the edge
+// stops (a closing connection's cleanup must still go out).
+func (s *Server) batchCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.CallTimeout)
 }
 
 // retryReleases retries failed connection cleanups every two seconds until ctx is done.

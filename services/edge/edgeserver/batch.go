@@ -1,0 +1,165 @@
+package edgeserver
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	authv1 "github.com/chatrt/chat/gen/chat/auth/v1"
+	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
+	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+)
+
+// Batches of calls. The connections of an edge make the same few calls (verify a token, bind,
+// join, release) at the same moments, when many connect or close together. A batcher passes
+// them on together: a call goes out at once while fewer than maxInFlight batches are in flight;
+// otherwise it waits for a batch to return, and all calls that waited go out together in the
+// next one (at most maxBatch). Under light load every call is a batch of one, as fast as a
+// plain call; under heavy load one call and one Redis pipeline carry many.
+const (
+	maxInFlight = 4
+	maxBatch    = 256
+)
+
+// batchFunc makes one batch call: a result and an error per request, in order. A failure of
+// the whole call is the error of each request.
+type batchFunc[Req, Resp any] func(ctx context.Context, reqs []Req) ([]Resp, []error)
+
+// batcher collects calls into batches; see above.
+type batcher[Req, Resp any] struct {
+	call batchFunc[Req, Resp]
+	// ctx bounds every batch call: the edge's lifetime and the call timeout.
+	ctx func() (context.Context, context.CancelFunc)
+
+	mu       sync.Mutex
+	queue    []*batchItem[Req, Resp]
+	inFlight int
+}
+
+type batchItem[Req, Resp any] struct {
+	req  Req
+	resp Resp
+	err  error
+	done chan struct{}
+}
+
+func newBatcher[Req, Resp any](ctx func() (context.Context, context.CancelFunc), call batchFunc[Req, Resp]) *batcher[Req, Resp] {
+	return &batcher[Req, Resp]{call: call, ctx: ctx}
+}
+
+// do makes one call through the batcher and waits for its result. The wait is bounded by the
+// batch call's own deadline; it does not end early with the caller's context, so the caller
+// always learns what became of its request (a bind that succeeded must be known to have).
+func (b *batcher[Req, Resp]) do(req Req) (Resp, error) {
+	it := &batchItem[Req, Resp]{req: req, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, it)
+	start := b.inFlight < maxInFlight
+	if start {
+		b.inFlight++
+	}
+	b.mu.Unlock()
+	if start {
+		go b.run()
+	}
+	<-it.done
+	return it.resp, it.err
+}
+
+// run sends batches until the queue is empty, then gives its slot back.
+func (b *batcher[Req, Resp]) run() {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), maxBatch)
+		if n == 0 {
+			b.inFlight--
+			b.mu.Unlock()
+			return
+		}
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.mu.Unlock()
+
+		reqs := make([]Req, n)
+		for i, it := range batch {
+			reqs[i] = it.req
+		}
+		ctx, cancel := b.ctx()
+		resps, errs := b.call(ctx, reqs)
+		cancel()
+		for i, it := range batch {
+			it.resp, it.err = resps[i], errs[i]
+			close(it.done)
+		}
+	}
+}
+
+// batchResult is what the batch replies of the services have in common.
+type batchResult[Resp any] interface {
+	GetCode() uint32
+	GetMessage() string
+	GetResponse() Resp
+}
+
+// splitResults turns a batch reply into a result and an error per request: the reply's own
+// status per item, or err (the whole call's failure) for every item. A reply with the wrong
+// number of results fails every item too.
+func splitResults[Resp any, R batchResult[Resp]](n int, results []R, err error) ([]Resp, []error) {
+	resps, errs := make([]Resp, n), make([]error, n)
+	if err == nil && len(results) != n {
+		err = errBatchReply
+	}
+	for i := range n {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case results[i].GetCode() != 0:
+			errs[i] = itemError(results[i].GetCode(), results[i].GetMessage())
+		default:
+			resps[i] = results[i].GetResponse()
+		}
+	}
+	return resps, errs
+}
+
+// errBatchReply is the error of every request of a batch whose reply does not match it.
+var errBatchReply = status.Error(codes.Internal, "batch reply has the wrong number of results")
+
+// itemError is one item's status from a batch reply, as a gRPC status error.
+func itemError(code uint32, msg string) error { return status.Error(codes.Code(code), msg) }
+
+// calls are the edge's batched calls to the services.
+type calls struct {
+	verify   *batcher[string, *authv1.VerifyTokenResponse]
+	bind     *batcher[*presencev1.BindRequest, *presencev1.BindResponse]
+	join     *batcher[*roomv1.JoinRequest, *roomv1.JoinResponse]
+	leaveAll *batcher[string, *roomv1.LeaveAllResponse]
+	unbind   *batcher[string, *presencev1.UnbindResponse]
+}
+
+func newCalls(ctx func() (context.Context, context.CancelFunc), auth authv1.AuthServiceClient, room roomv1.RoomServiceClient, presence presencev1.PresenceServiceClient) calls {
+	return calls{
+		verify: newBatcher(ctx, func(ctx context.Context, tokens []string) ([]*authv1.VerifyTokenResponse, []error) {
+			resp, err := auth.VerifyTokenBatch(ctx, &authv1.VerifyTokenBatchRequest{Tokens: tokens})
+			return splitResults(len(tokens), resp.GetResults(), err)
+		}),
+		bind: newBatcher(ctx, func(ctx context.Context, binds []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
+			resp, err := presence.BindBatch(ctx, &presencev1.BindBatchRequest{Binds: binds})
+			return splitResults(len(binds), resp.GetResults(), err)
+		}),
+		join: newBatcher(ctx, func(ctx context.Context, joins []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
+			resp, err := room.JoinBatch(ctx, &roomv1.JoinBatchRequest{Joins: joins})
+			return splitResults(len(joins), resp.GetResults(), err)
+		}),
+		leaveAll: newBatcher(ctx, func(ctx context.Context, ids []string) ([]*roomv1.LeaveAllResponse, []error) {
+			resp, err := room.LeaveAllBatch(ctx, &roomv1.LeaveAllBatchRequest{ConnIds: ids})
+			return splitResults(len(ids), resp.GetResults(), err)
+		}),
+		unbind: newBatcher(ctx, func(ctx context.Context, ids []string) ([]*presencev1.UnbindResponse, []error) {
+			resp, err := presence.UnbindBatch(ctx, &presencev1.UnbindBatchRequest{ConnIds: ids})
+			return splitResults(len(ids), resp.GetResults(), err)
+		}),
+	}
+}
