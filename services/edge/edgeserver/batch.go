@@ -18,8 +18,11 @@ import (
 // otherwise it waits for a batch to return, and all calls that waited go out together in the
 // next one (at most maxBatch). Under light load every call is a batch of one, as fast as a
 // plain call; under heavy load one call and one Redis pipeline carry many.
+//
+// One batch in flight per call (measured with chatbench connect: 1822 conn/s against 1715 with
+// two and 1637 with four, as bigger batches cost less per item).
 const (
-	maxInFlight = 4
+	maxInFlight = 1
 	maxBatch    = 256
 )
 
