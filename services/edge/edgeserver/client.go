@@ -360,9 +360,9 @@ func (c *client) joinRoom(ctx context.Context, room string, since *sincePos, fir
 		}
 		return fromRPC(err)
 	}
-	data := &joinData{Room: room, Epoch: resp.GetEpoch(), LastSeq: resp.GetLastSeq(), MemberCount: resp.GetMemberCount(), Members: []memberData{}}
-	for _, m := range resp.GetMembers() {
-		data.Members = append(data.Members, memberData{UserID: m.GetUserId(), Username: m.GetUsername()})
+	data := &joinData{Room: room, Epoch: resp.GetEpoch(), LastSeq: resp.GetLastSeq(), MemberCount: resp.GetMemberCount(), Members: make([]memberData, len(resp.GetMembers()))}
+	for i, m := range resp.GetMembers() {
+		data.Members[i] = memberData{UserID: m.GetUserId(), Username: m.GetUsername()}
 	}
 	if since != nil {
 		recovered, missed := false, []messageEvent{}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,14 +78,25 @@ type reply struct {
 // encodeJSON encodes v without HTML escaping (text is shown as the sender wrote it; clients
 // render it as text).
 func encodeJSON(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	b := encodeBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if b.Cap() <= 64<<10 { // a rare large reply's buffer is not kept
+			encodeBuffers.Put(b)
+		}
+	}()
+	b.Reset()
+	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
 	// Only the edge's own types, made of strings, numbers and slices of them, are encoded
 	// here: encoding them cannot fail.
 	_ = enc.Encode(v)
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	// The frame outlives the buffer (it waits in the socket's queue): one copy of its exact
+	// size, instead of the growing buffer's several.
+	return bytes.Clone(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 }
+
+// encodeBuffers are encodeJSON's scratch buffers.
+var encodeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // messageEvent is a `message` event (also the items of history and missed). Besides the
 // fields of protocol v1 it carries the seq's epoch, so a client can tell that a room's sequence
@@ -150,7 +162,8 @@ type command struct {
 // answered with id 0.
 func parseCommand(data []byte) (command, *protoError) {
 	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+	// json.Unmarshal checks the whole frame before it decodes anything.
+	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return command{}, errorf(codeBadRequest, "a frame must be one JSON object")
 	}
 	var env struct {
