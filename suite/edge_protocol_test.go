@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,43 @@ func TestBadFramesKeepTheConnection(t *testing.T) {
 		t.Fatalf("unknown type: %s", code)
 	}
 	c.ok("ping", nil)
+}
+
+// TestJoinMemberListsStayCurrent: an edge keeps a room's member list between joins; every join
+// still lists the members as they are, whatever joined or left, here or on another edge.
+func TestJoinMemberListsStayCurrent(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, nil)
+	e1, e2 := b.startEdge(t, "edge-m1", nil), b.startEdge(t, "edge-m2", nil)
+	names := func(join map[string]any) string {
+		var out []string
+		for _, m := range join["members"].([]any) {
+			out = append(out, m.(map[string]any)["username"].(string))
+		}
+		slices.Sort(out) // listed by user id
+		return strings.Join(out, ",")
+	}
+	ann := connectWS(t, e1)
+	token := ann.ok("register", map[string]any{"username": "ann", "password": "password-ann"})["token"]
+	if got := names(ann.ok("join", map[string]any{"room": "m"})); got != "ann" {
+		t.Fatalf("first join lists %q", got)
+	}
+	bob := b.user(t, e2, "bob")
+	bob.ok("join", map[string]any{"room": "m"})
+	tab := func() string {
+		t.Helper()
+		c := connectWS(t, e1) // another tab of ann's
+		c.ok("login", map[string]any{"token": token})
+		return names(c.ok("join", map[string]any{"room": "m"}))
+	}
+	if got := tab(); got != "ann,bob" {
+		t.Fatalf("after bob joined on another edge: %q", got)
+	}
+	if got := tab(); got != "ann,bob" {
+		t.Fatalf("unchanged room: %q", got)
+	}
+	bob.ok("leave", map[string]any{"room": "m"})
+	if got := tab(); got != "ann" {
+		t.Fatalf("after bob left: %q", got)
+	}
 }

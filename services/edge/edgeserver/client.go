@@ -2,6 +2,7 @@ package edgeserver
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 	"unicode/utf8"
 
@@ -315,11 +316,13 @@ type memberData struct {
 }
 
 type joinData struct {
-	Room        string       `json:"room"`
-	Epoch       string       `json:"epoch"`
-	LastSeq     uint64       `json:"last_seq"`
-	MemberCount uint32       `json:"member_count"`
-	Members     []memberData `json:"members"`
+	Room        string `json:"room"`
+	Epoch       string `json:"epoch"`
+	LastSeq     uint64 `json:"last_seq"`
+	MemberCount uint32 `json:"member_count"`
+	// Members is the JSON array of memberData (user id and username), rendered once per
+	// members version of the room (see hub.memberList).
+	Members json.RawMessage `json:"members"`
 	// Recovered and Missed are answered only to a join with since (then missed is a list,
 	// possibly empty).
 	Recovered *bool           `json:"recovered,omitempty"`
@@ -351,8 +354,10 @@ func (c *client) joinRoom(ctx context.Context, room string, since *sincePos, fir
 			return errorf(codeUnavailable, "cannot subscribe to the room; try again")
 		}
 	}
+	known := c.srv.hub.memberList(room)
 	resp, err := c.srv.calls.join.do(&roomv1.JoinRequest{
 		Room: room, ConnId: c.id, UserId: c.ident.userID, Username: c.ident.username, MemberLimit: uint32(c.srv.cfg.JoinMembers),
+		KnownMembersVersion: known.version,
 	})
 	if err != nil {
 		if fresh {
@@ -360,10 +365,16 @@ func (c *client) joinRoom(ctx context.Context, room string, since *sincePos, fir
 		}
 		return fromRPC(err)
 	}
-	data := &joinData{Room: room, Epoch: resp.GetEpoch(), LastSeq: resp.GetLastSeq(), MemberCount: resp.GetMemberCount(), Members: make([]memberData, len(resp.GetMembers()))}
-	for i, m := range resp.GetMembers() {
-		data.Members[i] = memberData{UserID: m.GetUserId(), Username: m.GetUsername()}
+	list := known
+	if !resp.GetMembersUnchanged() || known.version == "" {
+		members := make([]memberData, len(resp.GetMembers()))
+		for i, m := range resp.GetMembers() {
+			members[i] = memberData{UserID: m.GetUserId(), Username: m.GetUsername()}
+		}
+		list = memberList{version: resp.GetMembersVersion(), json: encodeJSON(members)}
+		c.srv.hub.setMemberList(room, list)
 	}
+	data := &joinData{Room: room, Epoch: resp.GetEpoch(), LastSeq: resp.GetLastSeq(), MemberCount: resp.GetMemberCount(), Members: list.json}
 	if since != nil {
 		recovered, missed := false, []messageEvent{}
 		data.Recovered, data.Missed = &recovered, &missed

@@ -2,6 +2,7 @@ package edgeserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -120,6 +121,36 @@ type roomSub struct {
 	// filling: a backfill is running; events wait in pending.
 	filling bool
 	pending []*event
+	// list is the room's member list as the last join answered it.
+	list memberList
+}
+
+// memberList is a room's member list (as listed in join replies), rendered as JSON, and the
+// room service's members version that identifies it.
+type memberList struct {
+	version string
+	json    json.RawMessage
+}
+
+// memberList is the room's last known member list (none while the edge is not in the room).
+// A join passes its version on, and the room service lists members again only if it changed.
+func (h *hub) memberList(room string) memberList {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sub := h.subs[room]; sub != nil {
+		return sub.list
+	}
+	return memberList{}
+}
+
+// setMemberList keeps a room's member list for the next joins. Answers may arrive out of
+// order: a version always names the same list, so an older one is stale, never wrong.
+func (h *hub) setMemberList(room string, list memberList) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sub := h.subs[room]; sub != nil {
+		sub.list = list
+	}
 }
 
 type hub struct {

@@ -17,6 +17,8 @@ type roomKeys struct {
 	// id, since ids hold no space and a space sorts before every character an id may hold.
 	// One ZRANGE lists members with their names (no lookup per member).
 	users string
+	// membersVersion identifies the first members (see bump_members_version in lib.lua).
+	membersVersion string
 	// meta holds seq (the last message's) and epoch.
 	meta string
 	// history is the capped stream of messages, with entry ids "<seq>-0".
@@ -30,13 +32,14 @@ type roomKeys struct {
 func (k keys) room(name string) roomKeys {
 	tag := k.prefix + "room:" + roomv1.RoomTag(name)
 	return roomKeys{
-		conns:   tag + ":conns",
-		counts:  tag + ":counts",
-		users:   tag + ":users",
-		meta:    tag + ":meta",
-		history: tag + ":history",
-		channel: roomv1.EventChannel(k.prefix, name),
-		tag:     tag,
+		conns:          tag + ":conns",
+		counts:         tag + ":counts",
+		users:          tag + ":users",
+		meta:           tag + ":meta",
+		membersVersion: tag + ":mver",
+		history:        tag + ":history",
+		channel:        roomv1.EventChannel(k.prefix, name),
+		tag:            tag,
 	}
 }
 

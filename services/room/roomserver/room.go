@@ -78,7 +78,10 @@ func (s *Service) joinMany(ctx context.Context, reqs []*roomv1.JoinRequest) ([]*
 			errs[i] = status.Error(codes.Internal, "encode event")
 			continue
 		}
-		args = append(args, joinArgs{room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), username: req.GetUsername(), event: ev, limit: limit})
+		args = append(args, joinArgs{
+			room: req.GetRoom(), connID: req.GetConnId(), userID: req.GetUserId(), username: req.GetUsername(),
+			event: ev, limit: limit, knownVersion: req.GetKnownMembersVersion(),
+		})
 		at = append(at, i)
 	}
 	if len(args) == 0 {
@@ -93,7 +96,10 @@ func (s *Service) joinMany(ctx context.Context, reqs []*roomv1.JoinRequest) ([]*
 			errs[i] = platform.RedisStatus(ctx, err, "join")
 		default:
 			r := results[j]
-			resps[i] = &roomv1.JoinResponse{Epoch: r.epoch, LastSeq: r.lastSeq, MemberCount: r.memberCount, Members: r.members, UserJoined: r.joined}
+			resps[i] = &roomv1.JoinResponse{
+				Epoch: r.epoch, LastSeq: r.lastSeq, MemberCount: r.memberCount, Members: r.members, UserJoined: r.joined,
+				MembersVersion: r.membersVersion, MembersUnchanged: r.membersUnchanged,
+			}
 		}
 	}
 	return resps, errs

@@ -794,3 +794,88 @@ func TestJoinAfterScriptCacheLoss(t *testing.T) {
 	}
 	equalLines(t, h.members(t, "r"), []string{"alice(name-alice)x1"})
 }
+
+// TestMembersVersion: a join lists members only when the caller's version is not current; a
+// version changes with every change among the first MaxJoinMembers members, and only then,
+// and is never reused, not even after the room emptied.
+func TestMembersVersion(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	join := func(conn, user, known string) *roomv1.JoinResponse {
+		t.Helper()
+		r, err := h.client.Join(servertest.Ctx(t), &roomv1.JoinRequest{Room: "r", ConnId: conn, UserId: user, Username: "n", KnownMembersVersion: known})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	seen := map[string]bool{}
+	fresh := func(v string) {
+		t.Helper()
+		if v == "" || seen[v] {
+			t.Fatalf("version %q is empty or reused", v)
+		}
+		seen[v] = true
+	}
+	r1 := join("c1", "u1", "")
+	fresh(r1.GetMembersVersion())
+	if r1.GetMembersUnchanged() || len(r1.GetMembers()) != 1 {
+		t.Fatalf("first join %v", r1)
+	}
+	if r := join("c2", "u1", r1.GetMembersVersion()); !r.GetMembersUnchanged() || len(r.GetMembers()) != 0 || r.GetMemberCount() != 1 || r.GetMembersVersion() != r1.GetMembersVersion() {
+		t.Fatalf("second tab with the current version %v", r)
+	}
+	r3 := join("c3", "u2", r1.GetMembersVersion())
+	fresh(r3.GetMembersVersion())
+	if r3.GetMembersUnchanged() || len(r3.GetMembers()) != 2 {
+		t.Fatalf("a new member with an old version %v", r3)
+	}
+	if r := join("c4", "u1", "stale"); r.GetMembersUnchanged() || len(r.GetMembers()) != 2 || r.GetMembersVersion() != r3.GetMembersVersion() {
+		t.Fatalf("unknown version %v", r)
+	}
+	h.leave(t, "r", "c3")
+	r5 := join("c5", "u1", r3.GetMembersVersion())
+	fresh(r5.GetMembersVersion())
+	for _, c := range []string{"c1", "c2", "c4", "c5"} {
+		h.leave(t, "r", c)
+	}
+	if keys := redistest.Keys(t, servertest.Ctx(t), h.rdb, h.prefix+"room:"); len(keys) != 0 {
+		t.Fatalf("keys of an empty room: %v", keys)
+	}
+	r6 := join("c6", "u1", r1.GetMembersVersion())
+	fresh(r6.GetMembersVersion())
+	if r6.GetMembersUnchanged() {
+		t.Fatalf("a new life of the room took an old version: %v", r6)
+	}
+
+	// Beyond the first MaxJoinMembers members, comings and goings keep the version.
+	var reqs []*roomv1.JoinRequest
+	for i := range roomv1.MaxJoinMembers {
+		reqs = append(reqs, &roomv1.JoinRequest{Room: "big", ConnId: fmt.Sprintf("b%04d", i), UserId: fmt.Sprintf("m%04d", i), Username: "n"})
+	}
+	for from := 0; from < len(reqs); from += roomv1.MaxBatch {
+		resp, err := h.client.JoinBatch(servertest.Ctx(t), &roomv1.JoinBatchRequest{Joins: reqs[from:min(from+roomv1.MaxBatch, len(reqs))]})
+		if err != nil || resp.GetResults()[0].GetCode() != 0 {
+			t.Fatalf("%v %v", resp.GetResults()[0], err)
+		}
+	}
+	bigJoin := func(conn, user string) string {
+		t.Helper()
+		r, err := h.client.Join(servertest.Ctx(t), &roomv1.JoinRequest{Room: "big", ConnId: conn, UserId: user, Username: "n", MemberLimit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetMembersVersion()
+	}
+	v := bigJoin("b0000", "m0000")
+	if got := bigJoin("z1", "zz"); got != v {
+		t.Fatalf("a member beyond the window changed the version: %s -> %s", v, got)
+	}
+	h.leave(t, "big", "z1")
+	if got := bigJoin("b0000", "m0000"); got != v {
+		t.Fatalf("a member beyond the window left and changed the version: %s -> %s", v, got)
+	}
+	if got := bigJoin("a1", "a"); got == v {
+		t.Fatal("a member within the window kept the version")
+	}
+}

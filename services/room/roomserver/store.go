@@ -53,6 +53,10 @@ type joinResult struct {
 	epoch       string
 	memberCount uint32
 	members     []*roomv1.Member
+	// membersVersion identifies the first members; membersUnchanged says the caller's
+	// version is current (and members is empty).
+	membersVersion   string
+	membersUnchanged bool
 }
 
 // joinArgs is one join: the connection, its user, the encoded `joined` event (published if
@@ -61,6 +65,8 @@ type joinArgs struct {
 	room, connID, userID, username string
 	event                          []byte
 	limit                          int
+	// knownVersion is the members version the caller holds ("" for none).
+	knownVersion string
 }
 
 // joinMany runs joins in one round trip: every connection's room index first (ahead of the
@@ -72,8 +78,8 @@ func (s *store) joinMany(ctx context.Context, args []joinArgs) ([]joinResult, []
 	for i, a := range args {
 		rk := s.keys.room(a.room)
 		calls[i] = platform.ScriptCall{
-			Keys: []string{rk.conns, rk.counts, rk.users, rk.meta, rk.channel},
-			Args: []any{a.connID, a.userID, a.username, a.event, a.limit},
+			Keys: []string{rk.conns, rk.counts, rk.users, rk.meta, rk.channel, rk.membersVersion},
+			Args: []any{a.connID, a.userID, a.username, a.event, a.limit, a.knownVersion, roomv1.MaxJoinMembers},
 		}
 	}
 	cmds := platform.EvalScripts(ctx, s.rdb, joinScript, calls, func(pipe redis.Pipeliner) {
@@ -102,14 +108,19 @@ func parseJoin(res []any) (joinResult, error) {
 	if n, _ := res[0].(int64); n < 0 {
 		return joinResult{}, errNotMember
 	}
-	if len(res) < 4 {
+	if len(res) < 6 {
 		return joinResult{}, fmt.Errorf("join: unexpected reply %v", res)
 	}
 	joined, _ := res[0].(int64)
 	last, _ := res[1].(int64)
 	epoch, _ := res[2].(string)
 	count, _ := res[3].(int64)
-	return joinResult{joined: joined == 1, lastSeq: uint64(last), epoch: epoch, memberCount: uint32(count), members: parseNamedMembers(res[4:])}, nil
+	version, _ := res[4].(string)
+	unchanged, _ := res[5].(int64)
+	return joinResult{
+		joined: joined == 1, lastSeq: uint64(last), epoch: epoch, memberCount: uint32(count),
+		membersVersion: version, membersUnchanged: unchanged == 1, members: parseNamedMembers(res[6:]),
+	}, nil
 }
 
 // parseNamedMembers reads join.lua's "<user id> <username>" entries.
@@ -152,7 +163,7 @@ func (s *store) leaveMany(ctx context.Context, args []leaveArgs) ([]leaveResult,
 	calls := make([]platform.ScriptCall, len(args))
 	for i, a := range args {
 		rk := s.keys.room(a.room)
-		calls[i] = platform.ScriptCall{Keys: []string{rk.conns, rk.counts, rk.users, rk.channel}, Args: []any{a.connID, a.event}}
+		calls[i] = platform.ScriptCall{Keys: []string{rk.conns, rk.counts, rk.users, rk.channel, rk.membersVersion}, Args: []any{a.connID, a.event, roomv1.MaxJoinMembers}}
 	}
 	cmds := platform.EvalScripts(ctx, s.rdb, leaveScript, calls, nil)
 	results := make([]leaveResult, len(args))

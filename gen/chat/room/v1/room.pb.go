@@ -34,9 +34,13 @@ type JoinRequest struct {
 	// Display name of the user; 1..64 characters.
 	Username string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
 	// Most members to list in the reply; 0 means 100; at most 1000.
-	MemberLimit   uint32 `protobuf:"varint,5,opt,name=member_limit,json=memberLimit,proto3" json:"member_limit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MemberLimit uint32 `protobuf:"varint,5,opt,name=member_limit,json=memberLimit,proto3" json:"member_limit,omitempty"`
+	// The members_version of a member list the caller already holds, listed with the same
+	// member_limit; at most 64 characters. When it is still current, the reply lists no
+	// members and sets members_unchanged: the caller's list is the room's.
+	KnownMembersVersion string `protobuf:"bytes,6,opt,name=known_members_version,json=knownMembersVersion,proto3" json:"known_members_version,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -104,6 +108,13 @@ func (x *JoinRequest) GetMemberLimit() uint32 {
 	return 0
 }
 
+func (x *JoinRequest) GetKnownMembersVersion() string {
+	if x != nil {
+		return x.KnownMembersVersion
+	}
+	return ""
+}
+
 // JoinResponse describes the room right after the join.
 type JoinResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -119,9 +130,16 @@ type JoinResponse struct {
 	// (connections is 0: see Members for the counts).
 	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// True when this join made the user a member (its first connection in the room).
-	UserJoined    bool `protobuf:"varint,5,opt,name=user_joined,json=userJoined,proto3" json:"user_joined,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UserJoined bool `protobuf:"varint,5,opt,name=user_joined,json=userJoined,proto3" json:"user_joined,omitempty"`
+	// Identifies the room's first 1000 members by user id (the most any join lists): while it
+	// stays the same, so do they. It changes whenever a user enters or leaves them, and is
+	// never reused, not even by a later life of a room that emptied.
+	MembersVersion string `protobuf:"bytes,6,opt,name=members_version,json=membersVersion,proto3" json:"members_version,omitempty"`
+	// True when the request's known_members_version is members_version: then members is empty,
+	// and the caller's list is current.
+	MembersUnchanged bool `protobuf:"varint,7,opt,name=members_unchanged,json=membersUnchanged,proto3" json:"members_unchanged,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JoinResponse) Reset() {
@@ -185,6 +203,20 @@ func (x *JoinResponse) GetMembers() []*Member {
 func (x *JoinResponse) GetUserJoined() bool {
 	if x != nil {
 		return x.UserJoined
+	}
+	return false
+}
+
+func (x *JoinResponse) GetMembersVersion() string {
+	if x != nil {
+		return x.MembersVersion
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetMembersUnchanged() bool {
+	if x != nil {
+		return x.MembersUnchanged
 	}
 	return false
 }
@@ -1832,20 +1864,23 @@ var File_chat_room_v1_room_proto protoreflect.FileDescriptor
 
 const file_chat_room_v1_room_proto_rawDesc = "" +
 	"\n" +
-	"\x17chat/room/v1/room.proto\x12\fchat.room.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n" +
+	"\x17chat/room/v1/room.proto\x12\fchat.room.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\tR\x06connId\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x04 \x01(\tR\busername\x12!\n" +
-	"\fmember_limit\x18\x05 \x01(\rR\vmemberLimit\"\xb3\x01\n" +
+	"\fmember_limit\x18\x05 \x01(\rR\vmemberLimit\x122\n" +
+	"\x15known_members_version\x18\x06 \x01(\tR\x13knownMembersVersion\"\x89\x02\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12!\n" +
 	"\fmember_count\x18\x03 \x01(\rR\vmemberCount\x12.\n" +
 	"\amembers\x18\x04 \x03(\v2\x14.chat.room.v1.MemberR\amembers\x12\x1f\n" +
 	"\vuser_joined\x18\x05 \x01(\bR\n" +
-	"userJoined\"_\n" +
+	"userJoined\x12'\n" +
+	"\x0fmembers_version\x18\x06 \x01(\tR\x0emembersVersion\x12+\n" +
+	"\x11members_unchanged\x18\a \x01(\bR\x10membersUnchanged\"_\n" +
 	"\x06Member\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12 \n" +

@@ -36,6 +36,7 @@ func (r *JoinRequest) Validate() error {
 		connID(r.GetConnId()),
 		user(r.GetUserId(), r.GetUsername()),
 		fieldcheck.Max("member_limit", uint64(r.GetMemberLimit()), MaxJoinMembers),
+		fieldcheck.Chars("known_members_version", r.GetKnownMembersVersion(), 0, 64),
 	)
 }
 

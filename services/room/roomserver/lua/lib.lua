@@ -20,3 +20,21 @@ end
 local function pb_uint(field, n)
   return pb_varint(field * 8) .. pb_varint(n)
 end
+
+-- bump_members_version changes a room's members version ("<life>:<n>"): n grows, and a room
+-- without one starts a new life named by the server's time in microseconds, so no version is
+-- ever reused, not even after the room emptied (and lost its version) and filled again.
+local function bump_members_version(key)
+  local cur = redis.call('GET', key)
+  local life, n
+  if cur then
+    life, n = string.match(cur, '^(.*):(%d+)$')
+  end
+  if not life then
+    local t = redis.call('TIME')
+    life, n = t[1] .. string.format('%06d', tonumber(t[2])), 0
+  end
+  local v = life .. ':' .. (tonumber(n) + 1)
+  redis.call('SET', key, v)
+  return v
+end
