@@ -321,8 +321,8 @@ type joinData struct {
 	LastSeq     uint64 `json:"last_seq"`
 	MemberCount uint32 `json:"member_count"`
 	// Members is the JSON array of memberData (user id and username), rendered once per
-	// members version of the room (see hub.memberList).
-	Members json.RawMessage `json:"members"`
+	// members version of the room (see hub.memberList), and put into the reply by joinReply.
+	Members json.RawMessage `json:"-"`
 	// Recovered and Missed are answered only to a join with since (then missed is a list,
 	// possibly empty).
 	Recovered *bool           `json:"recovered,omitempty"`
@@ -337,7 +337,7 @@ func (c *client) join(ctx context.Context, cmd command) *protoError {
 	if perr := cmd.decodeFields(&req); perr != nil {
 		return perr
 	}
-	return c.joinRoom(ctx, req.Room, req.Since, func(data *joinData) { c.reply(cmd.ID, data, nil) })
+	return c.joinRoom(ctx, req.Room, req.Since, func(data *joinData) { c.sock.send(joinReply(cmd.ID, data)) })
 }
 
 // joinRoom joins the connection to a room, race-free (see hub), and calls first with the

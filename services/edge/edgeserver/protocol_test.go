@@ -1,7 +1,9 @@
 package edgeserver
 
 import (
+	"encoding/json"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -98,6 +100,35 @@ func TestCheckOrigin(t *testing.T) {
 		}
 		if got := s.checkOrigin(r); got != tc.ok {
 			t.Errorf("host %s origin %q: %v, want %v", tc.host, tc.origin, got, tc.ok)
+		}
+	}
+}
+
+// TestJoinReply: the join reply with its member list spliced in is the JSON that encoding the
+// whole reply would give.
+func TestJoinReply(t *testing.T) {
+	recovered := true
+	missed := []messageEvent{{Type: "message", Room: "r", Seq: 3, Text: "x"}}
+	members := []memberData{{UserID: "u1", Username: `"quoted" <b>`}, {UserID: "u2", Username: "é"}}
+	for _, d := range []*joinData{
+		{Room: "r", Epoch: "e", LastSeq: 3, MemberCount: 2, Members: encodeJSON(members)},
+		{Room: "r", MemberCount: 0, Members: encodeJSON([]memberData{}), Recovered: &recovered, Missed: &missed},
+	} {
+		got := joinReply(7, d)
+		full := map[string]any{"room": d.Room, "epoch": d.Epoch, "last_seq": d.LastSeq, "member_count": d.MemberCount, "members": d.Members}
+		if d.Recovered != nil {
+			full["recovered"], full["missed"] = d.Recovered, d.Missed
+		}
+		want := encodeJSON(map[string]any{"id": 7, "ok": true, "data": full})
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if err := json.Unmarshal(want, &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("got  %s\nwant %s", got, want)
 		}
 	}
 }
