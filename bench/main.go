@@ -327,6 +327,11 @@ func connect(dir string, o options) error {
 			fmt.Printf(" %s %.0f µs,", name, r.CPUPerConn[name])
 		}
 		fmt.Println()
+		fmt.Print("edge requests per batch call (last run):")
+		for _, name := range []string{"verify_token", "bind", "join"} {
+			fmt.Printf(" %s %.1f,", name, r.BatchSizes[name])
+		}
+		fmt.Println()
 	}
 	return nil
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"slices"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,6 +29,8 @@ type connectResult struct {
 	LoadgenCPU float64 `json:"loadgen_cpu"`
 	// CPUPerConn is each process's CPU time per connection, in microseconds.
 	CPUPerConn map[string]float64 `json:"cpu_us_per_conn"`
+	// BatchSizes is the edge's mean requests per batch call, by call (suite only).
+	BatchSizes map[string]float64 `json:"batch_sizes,omitempty"`
 }
 
 func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
@@ -38,6 +43,10 @@ func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 	for name, sec := range t.cpuSeconds() {
 		perConn[name] = (sec - procs0[name]) / float64(n) * 1e6
 	}
+	var sizes map[string]float64
+	if t.kind == "suite" {
+		sizes, _ = batchSizes(t) // a diagnostic: a run without it is still a run
+	}
 	closeAll(conns)
 	if err != nil {
 		return connectResult{}, err
@@ -49,6 +58,7 @@ func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 		P99ms:      float64(lat[n*99/100].Microseconds()) / 1000,
 		LoadgenCPU: cpu / elapsed.Seconds(),
 		CPUPerConn: perConn,
+		BatchSizes: sizes,
 	}, nil
 }
 
@@ -155,4 +165,34 @@ func runCleanup(t *target, n int, tokens []string, kill bool) (cleanupResult, er
 	}
 	r.KillSeconds = time.Since(begin).Seconds()
 	return r, nil
+}
+
+// batchSizes reads the edge's mean number of requests per batch call, by call (see the edge's
+// edge_batch_requests histogram), so a run shows how much its calls were batched.
+func batchSizes(t *target) (map[string]float64, error) {
+	resp, err := http.Get(t.httpBase() + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	if f := families["edge_batch_requests"]; f != nil {
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() == 0 {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "call" {
+					out[l.GetValue()] = h.GetSampleSum() / float64(h.GetSampleCount())
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	authv1 "github.com/chatrt/chat/gen/chat/auth/v1"
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Batches of calls. The connections of an edge make the same few calls (verify a token, bind,
@@ -33,6 +34,8 @@ type batchFunc[Req, Resp any] func(ctx context.Context, reqs []Req) ([]Resp, []e
 // batcher collects calls into batches; see above.
 type batcher[Req, Resp any] struct {
 	call batchFunc[Req, Resp]
+	// sizes observes the number of requests of each batch.
+	sizes prometheus.Observer
 	// ctx bounds every batch call: the edge's lifetime and the call timeout.
 	ctx func() (context.Context, context.CancelFunc)
 
@@ -48,8 +51,8 @@ type batchItem[Req, Resp any] struct {
 	done chan struct{}
 }
 
-func newBatcher[Req, Resp any](ctx func() (context.Context, context.CancelFunc), call batchFunc[Req, Resp]) *batcher[Req, Resp] {
-	return &batcher[Req, Resp]{call: call, ctx: ctx}
+func newBatcher[Req, Resp any](ctx func() (context.Context, context.CancelFunc), sizes prometheus.Observer, call batchFunc[Req, Resp]) *batcher[Req, Resp] {
+	return &batcher[Req, Resp]{call: call, ctx: ctx, sizes: sizes}
 }
 
 // do makes one call through the batcher and waits for its result. The wait is bounded by the
@@ -85,6 +88,7 @@ func (b *batcher[Req, Resp]) run() {
 		b.queue = b.queue[n:]
 		b.mu.Unlock()
 
+		b.sizes.Observe(float64(n))
 		reqs := make([]Req, n)
 		for i, it := range batch {
 			reqs[i] = it.req
@@ -142,25 +146,31 @@ type calls struct {
 	unbind   *batcher[string, *presencev1.UnbindResponse]
 }
 
-func newCalls(ctx func() (context.Context, context.CancelFunc), auth authv1.AuthServiceClient, room roomv1.RoomServiceClient, presence presencev1.PresenceServiceClient) calls {
+func newCalls(ctx func() (context.Context, context.CancelFunc), reg prometheus.Registerer, auth authv1.AuthServiceClient, room roomv1.RoomServiceClient, presence presencev1.PresenceServiceClient) calls {
+	sizes := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "edge_batch_requests",
+		Help:    "Requests per batch call to the services, by call.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	}, []string{"call"})
+	reg.MustRegister(sizes)
 	return calls{
-		verify: newBatcher(ctx, func(ctx context.Context, tokens []string) ([]*authv1.VerifyTokenResponse, []error) {
+		verify: newBatcher(ctx, sizes.WithLabelValues("verify_token"), func(ctx context.Context, tokens []string) ([]*authv1.VerifyTokenResponse, []error) {
 			resp, err := auth.VerifyTokenBatch(ctx, &authv1.VerifyTokenBatchRequest{Tokens: tokens})
 			return splitResults(len(tokens), resp.GetResults(), err)
 		}),
-		bind: newBatcher(ctx, func(ctx context.Context, binds []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
+		bind: newBatcher(ctx, sizes.WithLabelValues("bind"), func(ctx context.Context, binds []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
 			resp, err := presence.BindBatch(ctx, &presencev1.BindBatchRequest{Binds: binds})
 			return splitResults(len(binds), resp.GetResults(), err)
 		}),
-		join: newBatcher(ctx, func(ctx context.Context, joins []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
+		join: newBatcher(ctx, sizes.WithLabelValues("join"), func(ctx context.Context, joins []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
 			resp, err := room.JoinBatch(ctx, &roomv1.JoinBatchRequest{Joins: joins})
 			return splitResults(len(joins), resp.GetResults(), err)
 		}),
-		leaveAll: newBatcher(ctx, func(ctx context.Context, ids []string) ([]*roomv1.LeaveAllResponse, []error) {
+		leaveAll: newBatcher(ctx, sizes.WithLabelValues("leave_all"), func(ctx context.Context, ids []string) ([]*roomv1.LeaveAllResponse, []error) {
 			resp, err := room.LeaveAllBatch(ctx, &roomv1.LeaveAllBatchRequest{ConnIds: ids})
 			return splitResults(len(ids), resp.GetResults(), err)
 		}),
-		unbind: newBatcher(ctx, func(ctx context.Context, ids []string) ([]*presencev1.UnbindResponse, []error) {
+		unbind: newBatcher(ctx, sizes.WithLabelValues("unbind"), func(ctx context.Context, ids []string) ([]*presencev1.UnbindResponse, []error) {
 			resp, err := presence.UnbindBatch(ctx, &presencev1.UnbindBatchRequest{ConnIds: ids})
 			return splitResults(len(ids), resp.GetResults(), err)
 		}),

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	roomv1 "github.com/chatrt/chat/gen/chat/room/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func testBatchCtx() (context.Context, context.CancelFunc) {
@@ -24,7 +25,7 @@ func TestBatcherGathersWaitingCalls(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sizes []int
-	b := newBatcher(testBatchCtx, func(_ context.Context, reqs []int) ([]string, []error) {
+	b := newBatcher(testBatchCtx, prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sizes"}), func(_ context.Context, reqs []int) ([]string, []error) {
 		mu.Lock()
 		sizes = append(sizes, len(reqs))
 		mu.Unlock()

@@ -83,9 +83,9 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 		clients: map[*client]struct{}{}, unreleased: map[string]struct{}{},
 		registry: prometheus.NewRegistry(),
 	}
-	s.calls = newCalls(s.batchCtx, d.Auth, d.Room, d.Presence)
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.calls = newCalls(s.batchCtx, s.registry, d.Auth, d.Room, d.Presence)
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer (frames larger than it are read in several steps), and write
 		// buffers borrowed from the pool only while writing: an idle connection holds 1 KiB.
