@@ -64,9 +64,10 @@ func (s *Service) BindBatch(ctx context.Context, req *presencev1.BindBatchReques
 	return out, nil
 }
 
-// bindMany records connections together, in four round trips for all of them; each gets its
-// answer or its status error. The edge index is written with the lease check; without a live
-// lease (or when the connection id is taken) the entry this call added is taken back.
+// bindMany records connections together, in three round trips for all of them; each gets its
+// answer or its status error. The edge index and the connection record are written with the
+// lease check; without a live lease (or when the connection id is taken) what this call added
+// is taken back.
 func (s *Service) bindMany(ctx context.Context, reqs []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
 	now := s.now()
 	resps := make([]*presencev1.BindResponse, len(reqs))
@@ -91,66 +92,67 @@ func (s *Service) bindMany(ctx context.Context, reqs []*presencev1.BindRequest) 
 		}
 		return out
 	}
-	// undo takes back the edge index entries of refused binds that added them, in the next
-	// round trip; a failure to do so is the bind's error.
-	var undo []item
-	queueUndo := func(pipe redis.Pipeliner) func() {
-		cmds := s.store.dropEdgeConns(ctx, pipe, bindings(undo))
-		pending := undo
-		undo = nil
-		return func() {
-			for j, c := range cmds {
-				if err := c.Err(); err != nil {
-					errs[pending[j].at] = platform.RedisStatus(ctx, err, "bind")
-				}
-			}
-		}
-	}
 
-	claims := s.store.claimEdgeConns(ctx, bindings(live))
+	// The edge index entry and the connection record are written in one round trip with the
+	// lease check (the index first: an index is always a superset of the truth).
+	var edgeClaims func() []edgeClaim
+	claimed, cerrs := s.store.claimConns(ctx, bindings(live), func(p redis.Pipeliner) {
+		edgeClaims = s.store.queueEdgeClaims(ctx, p, bindings(live))
+	})
+	claims := edgeClaims()
+	// A refused bind takes back what its first round trip added, in the next one; a failure
+	// to do so is the bind's error.
+	type undo struct {
+		it            item
+		index, record bool
+	}
+	var undos []undo
 	var next []item
 	for j, it := range live {
-		c := claims[j]
+		c, created := claims[j], cerrs[j] == nil && claimed[j] == 1
 		switch {
 		case c.err != nil:
 			errs[it.at] = platform.RedisStatus(ctx, c.err, "bind")
+		case cerrs[j] != nil:
+			errs[it.at] = platform.RedisStatus(ctx, cerrs[j], "bind")
 		case !c.deadline.After(now):
 			errs[it.at] = status.Errorf(codes.FailedPrecondition, "edge %q has no live lease: call Heartbeat first", it.b.EdgeID)
-			if c.added {
-				undo = append(undo, it)
-			}
 		case c.owner != it.b.UserID:
 			errs[it.at] = status.Error(codes.FailedPrecondition, "connection id is bound to another user")
+		case claimed[j] < 0:
+			errs[it.at] = status.Error(codes.FailedPrecondition, "connection id is bound to another user or edge")
 		default:
 			next = append(next, it)
+			continue
 		}
-	}
-	added := map[int]bool{}
-	for j, it := range live {
-		added[it.at] = claims[j].added
+		if c.added || created {
+			undos = append(undos, undo{it: it, index: c.added, record: created})
+		}
 	}
 	live = next
 
 	var checkUndo func()
-	claimed, cerrs := s.store.claimConns(ctx, bindings(live), func(p redis.Pipeliner) { checkUndo = queueUndo(p) })
-	checkUndo()
-	next = nil
-	for j, it := range live {
-		switch {
-		case cerrs[j] != nil:
-			errs[it.at] = platform.RedisStatus(ctx, cerrs[j], "bind")
-		case claimed[j] < 0:
-			errs[it.at] = status.Error(codes.FailedPrecondition, "connection id is bound to another user or edge")
-			if added[it.at] {
-				undo = append(undo, it)
+	queueUndo := func(pipe redis.Pipeliner) {
+		cmds := make([][]*redis.IntCmd, len(undos))
+		for k, u := range undos {
+			if u.index {
+				cmds[k] = append(cmds[k], s.store.dropEdgeConn(ctx, pipe, u.it.b))
 			}
-		default:
-			next = append(next, it)
+			if u.record {
+				cmds[k] = append(cmds[k], s.store.dropConn(ctx, pipe, u.it.b))
+			}
+		}
+		checkUndo = func() {
+			for k, cs := range cmds {
+				for _, c := range cs {
+					if err := c.Err(); err != nil {
+						errs[undos[k].it.at] = platform.RedisStatus(ctx, err, "bind")
+					}
+				}
+			}
 		}
 	}
-	live = next
-
-	changes, berrs := s.store.bindUsers(ctx, bindings(live), func(p redis.Pipeliner) { checkUndo = queueUndo(p) })
+	changes, berrs := s.store.bindUsers(ctx, bindings(live), queueUndo)
 	checkUndo()
 	var groups [][]*presencev1.PresenceEvent
 	var grouped []int // the live item of each group

@@ -607,8 +607,10 @@ func TestBindAndUnbindBatches(t *testing.T) {
 		"FailedPrecondition online=false v0", "OK online=false v2", "OK online=false v1",
 	})
 	ctx := servertest.Ctx(t)
-	if k := redistest.Keys(t, ctx, h.rdb, h.prefix+"edge:{nolease}"); len(k) != 0 {
-		t.Fatalf("a refused bind left %v", k)
+	for _, p := range []string{"edge:{nolease}", "conn:{c3}", "conn:{c{2}}"} {
+		if k := redistest.Keys(t, ctx, h.rdb, h.prefix+p); len(k) != 0 {
+			t.Fatalf("a refused bind left %v", k)
+		}
 	}
 
 	un, err := h.client.UnbindBatch(ctx, &presencev1.UnbindBatchRequest{ConnIds: []string{"c1", "c{x}", "c0", "never", "c4", "c1"}})

@@ -179,7 +179,7 @@ func (s *store) statuses(ctx context.Context, userIDs []string) ([]userStatus, e
 	return out, nil
 }
 
-// edgeClaim is what claimEdgeConns found for one binding.
+// edgeClaim is what queueEdgeClaims found for one binding.
 type edgeClaim struct {
 	deadline time.Time // of the edge's lease; zero without a lease
 	owner    string    // the user the edge index names for the connection
@@ -187,10 +187,10 @@ type edgeClaim struct {
 	err      error
 }
 
-// claimEdgeConns reads the lease deadline of each binding's edge and adds each connection to
-// its edge's index unless it is there, in one round trip.
-func (s *store) claimEdgeConns(ctx context.Context, bs []binding) []edgeClaim {
-	pipe := s.rdb.Pipeline()
+// queueEdgeClaims queues, for each binding, the read of its edge's lease deadline and the
+// addition of the connection to its edge's index unless it is there; the returned function
+// reads the results once the pipeline ran.
+func (s *store) queueEdgeClaims(ctx context.Context, pipe redis.Pipeliner, bs []binding) func() []edgeClaim {
 	leases := map[string]*redis.FloatCmd{}
 	sets := make([]*redis.BoolCmd, len(bs))
 	gets := make([]*redis.StringCmd, len(bs))
@@ -201,30 +201,32 @@ func (s *store) claimEdgeConns(ctx context.Context, bs []binding) []edgeClaim {
 		sets[i] = pipe.HSetNX(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID, b.UserID)
 		gets[i] = pipe.HGet(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID)
 	}
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	out := make([]edgeClaim, len(bs))
-	for i, b := range bs {
-		score, lerr := leases[b.EdgeID].Result()
-		for _, err := range []error{lerr, sets[i].Err(), gets[i].Err()} {
-			if err != nil && !errors.Is(err, redis.Nil) && out[i].err == nil {
-				out[i].err = fmt.Errorf("index connection on edge: %w", err)
+	return func() []edgeClaim {
+		out := make([]edgeClaim, len(bs))
+		for i, b := range bs {
+			score, lerr := leases[b.EdgeID].Result()
+			for _, err := range []error{lerr, sets[i].Err(), gets[i].Err()} {
+				if err != nil && !errors.Is(err, redis.Nil) && out[i].err == nil {
+					out[i].err = fmt.Errorf("index connection on edge: %w", err)
+				}
 			}
+			if lerr == nil {
+				out[i].deadline = time.UnixMilli(int64(score))
+			}
+			out[i].owner, out[i].added = gets[i].Val(), sets[i].Val()
 		}
-		if lerr == nil {
-			out[i].deadline = time.UnixMilli(int64(score))
-		}
-		out[i].owner, out[i].added = gets[i].Val(), sets[i].Val()
+		return out
 	}
-	return out
 }
 
-// dropEdgeConns queues the removal of connections from their edges' indexes.
-func (s *store) dropEdgeConns(ctx context.Context, pipe redis.Pipeliner, bs []binding) []*redis.IntCmd {
-	cmds := make([]*redis.IntCmd, len(bs))
-	for i, b := range bs {
-		cmds[i] = pipe.HDel(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID)
-	}
-	return cmds
+// dropEdgeConn queues the removal of a connection from its edge's index.
+func (s *store) dropEdgeConn(ctx context.Context, pipe redis.Pipeliner, b binding) *redis.IntCmd {
+	return pipe.HDel(ctx, s.keys.edgeConns(b.EdgeID), b.ConnID)
+}
+
+// dropConn queues the removal of a connection's record.
+func (s *store) dropConn(ctx context.Context, pipe redis.Pipeliner, b binding) *redis.IntCmd {
+	return pipe.Del(ctx, s.keys.conn(b.ConnID))
 }
 
 // claimConns creates connection records, in one round trip after the commands before queues;
