@@ -16,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -330,6 +331,16 @@ func connect(dir string, o options) error {
 		fmt.Print("edge requests per batch call (last run):")
 		for _, name := range []string{"verify_token", "bind", "join"} {
 			fmt.Printf(" %s %.1f,", name, r.BatchSizes[name])
+		}
+		fmt.Println()
+		names := make([]string, 0, len(r.RedisPerConn))
+		for name := range r.RedisPerConn {
+			names = append(names, name)
+		}
+		slices.SortFunc(names, func(a, b string) int { return cmp.Compare(r.RedisPerConn[b][1], r.RedisPerConn[a][1]) })
+		fmt.Print("redis per connection (last run; calls, µs inside Redis):")
+		for _, name := range names {
+			fmt.Printf(" %s %.2f %.1f µs,", name, r.RedisPerConn[name][0], r.RedisPerConn[name][1])
 		}
 		fmt.Println()
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,10 +33,16 @@ type connectResult struct {
 	CPUPerConn map[string]float64 `json:"cpu_us_per_conn"`
 	// BatchSizes is the edge's mean requests per batch call, by call (suite only).
 	BatchSizes map[string]float64 `json:"batch_sizes,omitempty"`
+	// RedisPerConn is, by command, Redis's calls and microseconds per connection (suite only).
+	RedisPerConn map[string][2]float64 `json:"redis_per_conn,omitempty"`
 }
 
 func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 	cpu0, procs0 := loadgenCPU(), t.cpuSeconds()
+	var cmds0 map[string][2]float64
+	if t.kind == "suite" {
+		cmds0, _ = redisCommands(t.redis) // diagnostics: a run without them is still a run
+	}
 	start := time.Now()
 	conns, lat, err := openConns(t, n, c, tokens, "bench-connect")
 	elapsed := time.Since(start)
@@ -44,8 +52,12 @@ func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 		perConn[name] = (sec - procs0[name]) / float64(n) * 1e6
 	}
 	var sizes map[string]float64
+	var perCmd map[string][2]float64
 	if t.kind == "suite" {
-		sizes, _ = batchSizes(t) // a diagnostic: a run without it is still a run
+		sizes, _ = batchSizes(t)
+		if cmds, err := redisCommands(t.redis); err == nil && cmds0 != nil {
+			perCmd = redisPerConn(cmds0, cmds, n)
+		}
 	}
 	closeAll(conns)
 	if err != nil {
@@ -53,12 +65,13 @@ func runConnect(t *target, n, c int, tokens []string) (connectResult, error) {
 	}
 	slices.Sort(lat)
 	return connectResult{
-		ConnPerSec: float64(n) / elapsed.Seconds(),
-		P50ms:      float64(lat[n/2].Microseconds()) / 1000,
-		P99ms:      float64(lat[n*99/100].Microseconds()) / 1000,
-		LoadgenCPU: cpu / elapsed.Seconds(),
-		CPUPerConn: perConn,
-		BatchSizes: sizes,
+		ConnPerSec:   float64(n) / elapsed.Seconds(),
+		P50ms:        float64(lat[n/2].Microseconds()) / 1000,
+		P99ms:        float64(lat[n*99/100].Microseconds()) / 1000,
+		LoadgenCPU:   cpu / elapsed.Seconds(),
+		CPUPerConn:   perConn,
+		BatchSizes:   sizes,
+		RedisPerConn: perCmd,
 	}, nil
 }
 
@@ -195,4 +208,45 @@ func batchSizes(t *target) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// redisCommands reads Redis's per-command counters (INFO commandstats): calls and
+// microseconds, by command.
+func redisCommands(addr string) (map[string][2]float64, error) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := rdb.InfoMap(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][2]float64{}
+	for name, line := range info["Commandstats"] { // "calls=3,usec=12,usec_per_call=4.00,..."
+		var v [2]float64
+		for _, kv := range strings.Split(line, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				v[0], _ = strconv.ParseFloat(val, 64)
+			case "usec":
+				v[1], _ = strconv.ParseFloat(val, 64)
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = v
+	}
+	return out, nil
+}
+
+// redisPerConn is what each command cost Redis per connection between two readings: calls
+// and microseconds, for the commands that ran.
+func redisPerConn(before, after map[string][2]float64, n int) map[string][2]float64 {
+	out := map[string][2]float64{}
+	for name, a := range after {
+		b := before[name]
+		if a[0] > b[0] {
+			out[name] = [2]float64{(a[0] - b[0]) / float64(n), (a[1] - b[1]) / float64(n)}
+		}
+	}
+	return out
 }
