@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -31,8 +32,11 @@ type target struct {
 }
 
 // cpu0 runs a command pinned to CPU 0, where the system under test lives.
+// Should chatbench die, the kernel kills the process too (no suite is left running).
 func cpu0(name string, args ...string) *exec.Cmd {
-	return exec.Command("taskset", append([]string{"-c", "0", name}, args...)...)
+	cmd := exec.Command("taskset", append([]string{"-c", "0", name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // freeAddr returns a loopback address that was free a moment ago; if none can be had, it
