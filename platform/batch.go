@@ -60,3 +60,14 @@ func ItemStatus(err error) (code uint32, msg string) {
 	st := status.Convert(err)
 	return uint32(st.Code()), st.Message()
 }
+
+// BatchResults makes the results of a batch reply from each item's answer or error, in order:
+// result receives the item's status code and message (0 and "" on success) and its answer.
+func BatchResults[Resp, Result any](resps []Resp, errs []error, result func(code uint32, msg string, resp Resp) Result) []Result {
+	out := make([]Result, len(resps))
+	for i := range resps {
+		code, msg := ItemStatus(errs[i])
+		out[i] = result(code, msg, resps[i])
+	}
+	return out
+}

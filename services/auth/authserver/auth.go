@@ -146,12 +146,9 @@ func (s *Service) VerifyToken(ctx context.Context, req *authv1.VerifyTokenReques
 // VerifyTokenBatch checks several tokens in one Redis round trip.
 func (s *Service) VerifyTokenBatch(ctx context.Context, req *authv1.VerifyTokenBatchRequest) (*authv1.VerifyTokenBatchResponse, error) {
 	resps, errs := s.verifyTokens(ctx, req.GetTokens())
-	out := &authv1.VerifyTokenBatchResponse{Results: make([]*authv1.VerifyTokenResult, len(resps))}
-	for i := range resps {
-		code, msg := platform.ItemStatus(errs[i])
-		out.Results[i] = &authv1.VerifyTokenResult{Code: code, Message: msg, Response: resps[i]}
-	}
-	return out, nil
+	return &authv1.VerifyTokenBatchResponse{Results: platform.BatchResults(resps, errs, func(code uint32, msg string, r *authv1.VerifyTokenResponse) *authv1.VerifyTokenResult {
+		return &authv1.VerifyTokenResult{Code: code, Message: msg, Response: r}
+	})}, nil
 }
 
 // verifyTokens checks tokens together; each gets its owner or its status error.

@@ -56,12 +56,9 @@ func (s *Service) Bind(ctx context.Context, req *presencev1.BindRequest) (*prese
 // BindBatch records several connections, their Redis work pipelined.
 func (s *Service) BindBatch(ctx context.Context, req *presencev1.BindBatchRequest) (*presencev1.BindBatchResponse, error) {
 	resps, errs := s.bindMany(ctx, req.GetBinds())
-	out := &presencev1.BindBatchResponse{Results: make([]*presencev1.BindResult, len(resps))}
-	for i := range resps {
-		code, msg := platform.ItemStatus(errs[i])
-		out.Results[i] = &presencev1.BindResult{Code: code, Message: msg, Response: resps[i]}
-	}
-	return out, nil
+	return &presencev1.BindBatchResponse{Results: platform.BatchResults(resps, errs, func(code uint32, msg string, r *presencev1.BindResponse) *presencev1.BindResult {
+		return &presencev1.BindResult{Code: code, Message: msg, Response: r}
+	})}, nil
 }
 
 // bindMany records connections together, in three round trips for all of them; each gets its
@@ -189,12 +186,9 @@ func (s *Service) Unbind(ctx context.Context, req *presencev1.UnbindRequest) (*p
 // UnbindBatch removes several connections, their Redis work pipelined.
 func (s *Service) UnbindBatch(ctx context.Context, req *presencev1.UnbindBatchRequest) (*presencev1.UnbindBatchResponse, error) {
 	resps, errs := s.unbindConns(ctx, req.GetConnIds())
-	out := &presencev1.UnbindBatchResponse{Results: make([]*presencev1.UnbindResult, len(resps))}
-	for i := range resps {
-		code, msg := platform.ItemStatus(errs[i])
-		out.Results[i] = &presencev1.UnbindResult{Code: code, Message: msg, Response: resps[i]}
-	}
-	return out, nil
+	return &presencev1.UnbindBatchResponse{Results: platform.BatchResults(resps, errs, func(code uint32, msg string, r *presencev1.UnbindResponse) *presencev1.UnbindResult {
+		return &presencev1.UnbindResult{Code: code, Message: msg, Response: r}
+	})}, nil
 }
 
 // unbindConns unbinds connections by id (closed by their edges); each gets its answer or its

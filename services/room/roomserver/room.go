@@ -46,12 +46,9 @@ func (s *Service) Join(ctx context.Context, req *roomv1.JoinRequest) (*roomv1.Jo
 // JoinBatch makes several joins, their Redis work in one round trip.
 func (s *Service) JoinBatch(ctx context.Context, req *roomv1.JoinBatchRequest) (*roomv1.JoinBatchResponse, error) {
 	resps, errs := s.joinMany(ctx, req.GetJoins())
-	out := &roomv1.JoinBatchResponse{Results: make([]*roomv1.JoinResult, len(resps))}
-	for i := range resps {
-		code, msg := platform.ItemStatus(errs[i])
-		out.Results[i] = &roomv1.JoinResult{Code: code, Message: msg, Response: resps[i]}
-	}
-	return out, nil
+	return &roomv1.JoinBatchResponse{Results: platform.BatchResults(resps, errs, func(code uint32, msg string, r *roomv1.JoinResponse) *roomv1.JoinResult {
+		return &roomv1.JoinResult{Code: code, Message: msg, Response: r}
+	})}, nil
 }
 
 // joinMany runs joins together; each gets its answer or its status error. Requests are
@@ -132,36 +129,41 @@ func (s *Service) leftEvent(room string) ([]byte, error) {
 
 // LeaveAll takes a connection out of all its rooms.
 func (s *Service) LeaveAll(ctx context.Context, req *roomv1.LeaveAllRequest) (*roomv1.LeaveAllResponse, error) {
-	rooms, errs := s.leaveAll(ctx, []string{req.GetConnId()})
-	if errs[0] != nil {
-		return nil, platform.RedisStatus(ctx, errs[0], "leave all")
-	}
-	return &roomv1.LeaveAllResponse{Rooms: rooms[0]}, nil
+	resps, errs := s.leaveAllMany(ctx, []string{req.GetConnId()})
+	return resps[0], errs[0]
 }
 
 // LeaveAllBatch takes several connections out of all their rooms, their Redis work pipelined.
 func (s *Service) LeaveAllBatch(ctx context.Context, req *roomv1.LeaveAllBatchRequest) (*roomv1.LeaveAllBatchResponse, error) {
-	ids := req.GetConnIds()
-	out := &roomv1.LeaveAllBatchResponse{Results: make([]*roomv1.LeaveAllResult, len(ids))}
-	valid := make([]string, 0, len(ids))
-	at := make([]int, 0, len(ids))
-	for i, id := range ids {
+	resps, errs := s.leaveAllMany(ctx, req.GetConnIds())
+	return &roomv1.LeaveAllBatchResponse{Results: platform.BatchResults(resps, errs, func(code uint32, msg string, r *roomv1.LeaveAllResponse) *roomv1.LeaveAllResult {
+		return &roomv1.LeaveAllResult{Code: code, Message: msg, Response: r}
+	})}, nil
+}
+
+// leaveAllMany runs LeaveAll for connections together; each gets its answer or its status
+// error. Ids are validated here, one by one, so that a bad one fails alone.
+func (s *Service) leaveAllMany(ctx context.Context, connIDs []string) ([]*roomv1.LeaveAllResponse, []error) {
+	resps := make([]*roomv1.LeaveAllResponse, len(connIDs))
+	errs := make([]error, len(connIDs))
+	valid := make([]string, 0, len(connIDs))
+	at := make([]int, 0, len(connIDs))
+	for i, id := range connIDs {
 		if err := (&roomv1.LeaveAllRequest{ConnId: id}).Validate(); err != nil {
-			out.Results[i] = &roomv1.LeaveAllResult{Code: uint32(codes.InvalidArgument), Message: err.Error()}
+			errs[i] = status.Error(codes.InvalidArgument, err.Error())
 			continue
 		}
 		valid, at = append(valid, id), append(at, i)
 	}
-	rooms, errs := s.leaveAll(ctx, valid)
+	rooms, lerrs := s.leaveAll(ctx, valid)
 	for j, i := range at {
-		if errs[j] != nil {
-			code, msg := platform.ItemStatus(platform.RedisStatus(ctx, errs[j], "leave all"))
-			out.Results[i] = &roomv1.LeaveAllResult{Code: code, Message: msg}
+		if lerrs[j] != nil {
+			errs[i] = platform.RedisStatus(ctx, lerrs[j], "leave all")
 			continue
 		}
-		out.Results[i] = &roomv1.LeaveAllResult{Response: &roomv1.LeaveAllResponse{Rooms: rooms[j]}}
+		resps[i] = &roomv1.LeaveAllResponse{Rooms: rooms[j]}
 	}
-	return out, nil
+	return resps, errs
 }
 
 // leaveAll takes each connection out of every room in its index and returns, per connection,
