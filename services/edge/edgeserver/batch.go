@@ -25,7 +25,8 @@ import (
 // two and 1637 with four, as bigger batches cost less per item).
 const (
 	maxInFlight = 1
-	maxBatch    = 256
+	// maxBatch is the most requests the services take in one batch call.
+	maxBatch = min(authv1.MaxVerifyBatch, presencev1.MaxBatch, roomv1.MaxBatch)
 )
 
 // batchFunc makes one batch call: a result and an error per request, in order. A failure of
