@@ -88,6 +88,7 @@ func NewServer(log *slog.Logger, cfg Config) *Server {
 			recovery.StreamServerInterceptor(recoverOpt),
 			validator.StreamServerInterceptor(),
 		),
+		grpc.NumStreamWorkers(uint32(max(cfg.StreamWorkers, 0))),
 		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxSendMsgSize(maxSend),
 		grpc.KeepaliveParams(keepalive.ServerParameters{

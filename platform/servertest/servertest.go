@@ -106,6 +106,7 @@ func Config(keyPrefix string) platform.Config {
 	return platform.Config{
 		ShutdownTimeout: 2 * time.Second,
 		HealthInterval:  50 * time.Millisecond,
+		StreamWorkers:   4,
 		Redis:           platform.RedisConfig{Addrs: redistest.Addr(), KeyPrefix: keyPrefix, Timeout: 2 * time.Second},
 	}
 }
