@@ -26,7 +26,9 @@ type Config struct {
 	MaxSendMsgBytes int
 	// StreamWorkers is how many goroutines serve calls and keep their grown stacks between
 	// calls (a fresh goroutine per call grows its stack again every time); calls beyond them get
-	// a goroutine of their own. 0: a goroutine per call. Default 16.
+	// a goroutine of their own. 0 (the default): a goroutine per call. Measured with chatbench:
+	// 16 workers spared the room service the 14% of its CPU it spent growing stacks under
+	// many small publishes, but made connections slower to set up (2,544 -> 2,358 conn/s).
 	StreamWorkers int
 	// HealthInterval is how often Redis is pinged to decide the health status. Default 1s.
 	HealthInterval time.Duration
@@ -52,7 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, d Defaults) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "graceful stop deadline; calls still running after it are cut")
 	fs.IntVar(&c.MaxRecvMsgBytes, "grpc-max-recv-bytes", 1<<20, "largest gRPC request accepted, in bytes")
 	fs.IntVar(&c.MaxSendMsgBytes, "grpc-max-send-bytes", 32<<20, "largest gRPC response sent, in bytes")
-	fs.IntVar(&c.StreamWorkers, "grpc-stream-workers", 16, "goroutines that serve calls and keep their stacks between calls (0: one goroutine per call)")
+	fs.IntVar(&c.StreamWorkers, "grpc-stream-workers", 0, "goroutines that serve calls and keep their stacks between calls (0: one goroutine per call)")
 	fs.DurationVar(&c.HealthInterval, "health-interval", time.Second, "how often Redis is pinged for the health status")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
