@@ -337,7 +337,7 @@ func (c *client) join(ctx context.Context, cmd command) *protoError {
 	if perr := cmd.decodeFields(&req); perr != nil {
 		return perr
 	}
-	return c.joinRoom(ctx, req.Room, req.Since, func(data *joinData) { c.sock.send(joinReply(cmd.ID, data)) })
+	return c.joinRoom(ctx, req.Room, req.Since, func(data *joinData) { c.sock.sendParts(joinReply(cmd.ID, data)...) })
 }
 
 // joinRoom joins the connection to a room, race-free (see hub), and calls first with the

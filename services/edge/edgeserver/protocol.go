@@ -75,16 +75,17 @@ type reply struct {
 	Error *protoError `json:"error,omitempty"`
 }
 
-// joinReply renders the reply to a join. Its member list is JSON already (kept per room): it
-// goes in as it is, where encoding/json would scan it again.
-func joinReply(id int64, d *joinData) []byte {
+// joinReply renders the reply to a join, in parts: its member list is JSON already (kept per
+// room, shared by the joins of the room) and goes in as it is, neither copied nor scanned
+// again by encoding/json.
+func joinReply(id int64, d *joinData) [][]byte {
 	head := encodeJSON(reply{ID: id, OK: true, Data: d}) // ends with "}}": data's, the reply's
-	out := make([]byte, 0, len(head)+len(d.Members)+len(`,"members":`))
-	out = append(out, head[:len(head)-2]...)
-	out = append(out, `,"members":`...)
-	out = append(out, d.Members...)
-	return append(out, "}}"...)
+	head = append(head[:len(head)-2], `,"members":`...)
+	return [][]byte{head, d.Members, joinReplyEnd}
 }
+
+// joinReplyEnd closes the data object and the reply of joinReply.
+var joinReplyEnd = []byte("}}")
 
 // encodeJSON encodes v without HTML escaping (text is shown as the sender wrote it; clients
 // render it as text).

@@ -1,6 +1,7 @@
 package edgeserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http/httptest"
 	"reflect"
@@ -114,7 +115,7 @@ func TestJoinReply(t *testing.T) {
 		{Room: "r", Epoch: "e", LastSeq: 3, MemberCount: 2, Members: encodeJSON(members)},
 		{Room: "r", MemberCount: 0, Members: encodeJSON([]memberData{}), Recovered: &recovered, Missed: &missed},
 	} {
-		got := joinReply(7, d)
+		got := bytes.Join(joinReply(7, d), nil)
 		full := map[string]any{"room": d.Room, "epoch": d.Epoch, "last_seq": d.LastSeq, "member_count": d.MemberCount, "members": d.Members}
 		if d.Recovered != nil {
 			full["recovered"], full["missed"] = d.Recovered, d.Missed

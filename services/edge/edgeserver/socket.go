@@ -16,8 +16,11 @@ import (
 type frame struct {
 	prepared *websocket.PreparedMessage
 	data     []byte
-	size     int
-	ping     bool
+	// parts, when set, is the message in pieces (some shared, as a room's member list), sent
+	// as one message; data is then unused.
+	parts [][]byte
+	size  int
+	ping  bool
 }
 
 // outbox is a connection's outbound queue, bounded in bytes. A writer goroutine runs only
@@ -109,6 +112,16 @@ func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
 // send queues bytes of this connection's own; a full queue closes the connection.
 func (s *socket) send(data []byte) { s.enqueue(frame{data: data, size: len(data)}) }
 
+// sendParts queues one text message made of parts, written one after the other (none is
+// copied; none may change afterwards).
+func (s *socket) sendParts(parts ...[]byte) {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	s.enqueue(frame{parts: parts, size: size})
+}
+
 // sendPrepared queues a shared frame of size bytes; a full queue closes the connection.
 func (s *socket) sendPrepared(pm *websocket.PreparedMessage, size int) {
 	s.enqueue(frame{prepared: pm, size: size})
@@ -168,6 +181,8 @@ func (s *socket) write() {
 				err = s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout))
 			case f.prepared != nil:
 				err = s.ws.WritePreparedMessage(f.prepared)
+			case f.parts != nil:
+				err = writeParts(s.ws, f.parts)
 			default:
 				err = s.ws.WriteMessage(websocket.TextMessage, f.data)
 			}
@@ -181,6 +196,20 @@ func (s *socket) write() {
 			return
 		}
 	}
+}
+
+// writeParts writes one text message from its parts.
+func writeParts(ws *websocket.Conn, parts [][]byte) error {
+	w, err := ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return w.Close()
 }
 
 // closeWith sends a close frame with code and reason, and gives the peer a second to answer
