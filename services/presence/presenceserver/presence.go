@@ -92,11 +92,12 @@ func (s *Service) bindMany(ctx context.Context, reqs []*presencev1.BindRequest) 
 
 	// The edge index entry and the connection record are written in one round trip with the
 	// lease check (the index first: an index is always a superset of the truth).
-	var edgeClaims func() []edgeClaim
-	claimed, cerrs := s.store.claimConns(ctx, bindings(live), func(p redis.Pipeliner) {
-		edgeClaims = s.store.queueEdgeClaims(ctx, p, bindings(live))
-	})
+	pipe := s.store.rdb.Pipeline()
+	edgeClaims := s.store.queueEdgeClaims(ctx, pipe, bindings(live))
+	connClaims := s.store.queueConnClaims(ctx, pipe, bindings(live))
+	_, _ = pipe.Exec(ctx) // each command carries its own error
 	claims := edgeClaims()
+	claimed, cerrs := connClaims()
 	// A refused bind takes back what its first round trip added, in the next one; a failure
 	// to do so is the bind's error.
 	type undo struct {

@@ -21,7 +21,7 @@ import (
 // contain braces (the API refuses them), so a tag always ends where we end it.
 type keys struct{ prefix string }
 
-// conn is the record of one connection: user_id, username, edge_id, bound_ms.
+// conn is the record of one connection (a string, see connRecordValue).
 func (k keys) conn(connID string) string { return k.prefix + "conn:{" + connID + "}" }
 
 // userConns maps each connection of a user to "<edge id>|<bound unix ms>".
@@ -40,8 +40,6 @@ func (k keys) leases() string { return k.prefix + "leases" }
 func (k keys) events() string { return k.prefix + "events" }
 
 var (
-	//go:embed lua/claim_conn.lua
-	claimConnSrc string
 	//go:embed lua/bind_user.lua
 	bindUserSrc string
 	//go:embed lua/unbind_user.lua
@@ -51,7 +49,6 @@ var (
 	//go:embed lua/end_lease.lua
 	endLeaseSrc string
 
-	claimConnScript  = redis.NewScript(claimConnSrc)
 	bindUserScript   = redis.NewScript(bindUserSrc)
 	unbindUserScript = redis.NewScript(unbindUserSrc)
 	renewLeaseScript = redis.NewScript(renewLeaseSrc)
@@ -229,49 +226,81 @@ func (s *store) dropConn(ctx context.Context, pipe redis.Pipeliner, b binding) *
 	return pipe.Del(ctx, s.keys.conn(b.ConnID))
 }
 
-// claimConns creates connection records, in one round trip after the commands before queues;
-// for each: 1 when created, 0 when the record already said the same, -1 when it names another
-// user or edge.
-func (s *store) claimConns(ctx context.Context, bs []binding, before func(redis.Pipeliner)) ([]int, []error) {
-	calls := make([]platform.ScriptCall, len(bs))
+// connRecordValue is a connection's record: "<user id> <edge id> <bound unix ms> <username>"
+// (ids hold no spaces; the username, last, may).
+func connRecordValue(b binding) string {
+	return b.UserID + " " + b.EdgeID + " " + strconv.FormatInt(b.BoundAt.UnixMilli(), 10) + " " + b.Username
+}
+
+// parseConnRecord reads a connRecordValue; ok is false when v is not one.
+func parseConnRecord(connID, v string) (b binding, ok bool) {
+	parts := strings.SplitN(v, " ", 4)
+	if len(parts) != 4 {
+		return binding{}, false
+	}
+	ms, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil {
+		return binding{}, false
+	}
+	return binding{ConnID: connID, UserID: parts[0], EdgeID: parts[1], BoundAt: time.UnixMilli(ms), Username: parts[3]}, true
+}
+
+// queueConnClaims queues, for each binding, the creation of its connection record unless one
+// exists, and the read of the record; the returned function reads the results once the
+// pipeline ran: 1 when created, 0 when the record already said the same user and edge, -1 when
+// it names another.
+func (s *store) queueConnClaims(ctx context.Context, pipe redis.Pipeliner, bs []binding) func() ([]int, []error) {
+	sets := make([]*redis.BoolCmd, len(bs))
+	gets := make([]*redis.StringCmd, len(bs))
 	for i, b := range bs {
-		calls[i] = platform.ScriptCall{Keys: []string{s.keys.conn(b.ConnID)}, Args: []any{b.UserID, b.Username, b.EdgeID, b.BoundAt.UnixMilli()}}
+		sets[i] = pipe.SetNX(ctx, s.keys.conn(b.ConnID), connRecordValue(b), 0)
+		gets[i] = pipe.Get(ctx, s.keys.conn(b.ConnID))
 	}
-	cmds := platform.EvalScripts(ctx, s.rdb, claimConnScript, calls, before)
-	out, errs := make([]int, len(bs)), make([]error, len(bs))
-	for i, c := range cmds {
-		if out[i], errs[i] = c.Int(); errs[i] != nil {
-			errs[i] = fmt.Errorf("record connection: %w", errs[i])
+	return func() ([]int, []error) {
+		out, errs := make([]int, len(bs)), make([]error, len(bs))
+		for i, b := range bs {
+			created, err := sets[i].Result()
+			if err == nil {
+				err = gets[i].Err()
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("record connection: %w", err)
+				continue
+			}
+			cur, _ := parseConnRecord(b.ConnID, gets[i].Val())
+			switch {
+			case created:
+				out[i] = 1
+			case cur.UserID == b.UserID && cur.EdgeID == b.EdgeID:
+				out[i] = 0
+			default:
+				out[i] = -1
+			}
 		}
+		return out, errs
 	}
-	return out, errs
 }
 
 // connRecords loads connection records in one round trip; ok[i] is false when connIDs[i] has
 // none.
 func (s *store) connRecords(ctx context.Context, connIDs []string) (bs []binding, ok []bool, errs []error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(connIDs))
+	cmds := make([]*redis.StringCmd, len(connIDs))
 	for i, id := range connIDs {
-		cmds[i] = pipe.HMGet(ctx, s.keys.conn(id), "user_id", "username", "edge_id", "bound_ms")
+		cmds[i] = pipe.Get(ctx, s.keys.conn(id))
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	bs, ok, errs = make([]binding, len(connIDs)), make([]bool, len(connIDs)), make([]error, len(connIDs))
 	for i, c := range cmds {
-		vals, err := c.Result()
+		v, err := c.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
 		if err != nil {
 			errs[i] = fmt.Errorf("load connection: %w", err)
 			continue
 		}
-		user, _ := vals[0].(string)
-		if user == "" {
-			continue
-		}
-		name, _ := vals[1].(string)
-		edge, _ := vals[2].(string)
-		ms, _ := vals[3].(string)
-		boundMs, _ := strconv.ParseInt(ms, 10, 64)
-		bs[i], ok[i] = binding{ConnID: connIDs[i], UserID: user, Username: name, EdgeID: edge, BoundAt: time.UnixMilli(boundMs)}, true
+		bs[i], ok[i] = parseConnRecord(connIDs[i], v)
 	}
 	return bs, ok, errs
 }
