@@ -36,7 +36,7 @@ const (
 
 // RunCleanup consumes the presence event stream until ctx is done.
 func (s *Service) RunCleanup(ctx context.Context) {
-	consumer := consumerName()
+	c := &cleanupState{consumer: consumerName()}
 	backoff := time.Duration(0)
 	for {
 		if backoff > 0 {
@@ -49,11 +49,13 @@ func (s *Service) RunCleanup(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := s.cleanupOnce(ctx, consumer); err != nil {
+		if err := s.cleanupOnce(ctx, c); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			s.log.Warn("presence event cleanup failed; retrying", "err", err)
+			// The group may be gone with a Redis that restarted empty: make sure of it again.
+			c.grouped = false
 			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 			continue
 		}
@@ -61,29 +63,52 @@ func (s *Service) RunCleanup(ctx context.Context) {
 	}
 }
 
-// cleanupOnce makes sure the group exists, takes over events left by dead consumers, and
-// handles one batch of new events (waiting up to cleanupBlock for some).
-func (s *Service) cleanupOnce(ctx context.Context, consumer string) error {
+// cleanupState is what the cleanup loop remembers between rounds.
+type cleanupState struct {
+	consumer string
+	// grouped says the consumer group is known to exist.
+	grouped bool
+	// claimed is when events left by dead consumers were last taken over.
+	claimed time.Time
+}
+
+// cleanupOnce makes sure the group exists, takes over events left by dead consumers (every
+// half CleanupClaimIdle: they are not claimable sooner), and handles one batch of new events
+// (waiting up to cleanupBlock for some).
+func (s *Service) cleanupOnce(ctx context.Context, c *cleanupState) error {
 	rdb, stream, group := s.store.rdb, s.cfg.PresenceEvents, s.cfg.CleanupGroup
-	// From the start of the stream: the group is created once, and the first replica then
-	// cleans whatever the stream already says was unbound.
-	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("create consumer group: %w", err)
+	if !c.grouped {
+		// From the start of the stream: the group is created once, and the first replica then
+		// cleans whatever the stream already says was unbound.
+		err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create consumer group: %w", err)
+		}
+		c.grouped = true
 	}
 
-	claimed, _, err := rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: stream, Group: group, Consumer: consumer, MinIdle: s.cfg.CleanupClaimIdle, Start: "0-0", Count: cleanupBatch,
-	}).Result()
-	if err != nil {
-		return fmt.Errorf("claim stale events: %w", err)
-	}
-	if err := s.handleEvents(ctx, claimed); err != nil {
-		return err
+	if time.Since(c.claimed) >= s.cfg.CleanupClaimIdle/2 {
+		start := "0-0"
+		for {
+			claimed, next, err := rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+				Stream: stream, Group: group, Consumer: c.consumer, MinIdle: s.cfg.CleanupClaimIdle, Start: start, Count: cleanupBatch,
+			}).Result()
+			if err != nil {
+				return fmt.Errorf("claim stale events: %w", err)
+			}
+			if err := s.handleEvents(ctx, claimed); err != nil {
+				return err
+			}
+			if next == "0-0" || len(claimed) == 0 {
+				break
+			}
+			start = next
+		}
+		c.claimed = time.Now()
 	}
 
 	streams, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: group, Consumer: consumer, Streams: []string{stream, ">"}, Count: cleanupBatch, Block: cleanupBlock,
+		Group: group, Consumer: c.consumer, Streams: []string{stream, ">"}, Count: cleanupBatch, Block: cleanupBlock,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil

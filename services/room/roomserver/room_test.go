@@ -879,3 +879,69 @@ func TestMembersVersion(t *testing.T) {
 		t.Fatal("a member within the window kept the version")
 	}
 }
+
+// TestCleanupTakesOverAndRecreates: events a dead consumer read but never acknowledged are taken
+// over once idle for CleanupClaimIdle, and a consumer group that disappeared (a Redis that
+// restarted empty) is made again.
+func TestCleanupTakesOverAndRecreates(t *testing.T) {
+	t.Parallel()
+	probe := redistest.Client(t)
+	cfg := testConfig(redistest.Prefix(t, probe))
+	cfg.CleanupClaimIdle = 300 * time.Millisecond
+	svc := NewService(servertest.Logger(), cfg, servertest.Redis(t, cfg.Redis))
+	h := &harness{svc: svc, rdb: probe, cfg: cfg}
+	ctx := servertest.Ctx(t)
+	for _, conn := range []string{"ghost", "later"} {
+		if _, err := svc.Join(ctx, &roomv1.JoinRequest{Room: "r", ConnId: conn, UserId: conn, Username: conn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A replica read the event and died.
+	if err := probe.XGroupCreateMkStream(ctx, cfg.PresenceEvents, cfg.CleanupGroup, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.appendUnbound(t, "ghost", "ghost", 1)
+	if got, err := probe.XReadGroup(ctx, &redis.XReadGroupArgs{Group: cfg.CleanupGroup, Consumer: "dead", Streams: []string{cfg.PresenceEvents, ">"}}).Result(); err != nil || len(got[0].Messages) != 1 {
+		t.Fatalf("dead consumer read %v %v", got, err)
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		svc.RunCleanup(runCtx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	members := func() string {
+		m, err := svc.Members(ctx, &roomv1.MembersRequest{Room: "r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, u := range m.GetMembers() {
+			ids = append(ids, u.GetUserId())
+		}
+		return strings.Join(ids, ",")
+	}
+	waitFor := func(what, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for members() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: members %q, want %q", what, members(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the dead consumer's event taken over", "later")
+
+	// The group vanishes; the next event is still handled.
+	if err := probe.XGroupDestroy(ctx, cfg.PresenceEvents, cfg.CleanupGroup).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.appendUnbound(t, "later", "later", 1)
+	waitFor("after the group was lost", "")
+}
