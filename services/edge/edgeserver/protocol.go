@@ -178,6 +178,15 @@ func parseCommand(data []byte) (command, *protoError) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return command{}, errorf(codeBadRequest, "a frame must be one JSON object")
 	}
+	// The common case in one pass: an integer id and a string type.
+	var fast struct {
+		ID   *int64  `json:"id"`
+		Type *string `json:"type"`
+	}
+	if json.Unmarshal(trimmed, &fast) == nil && fast.ID != nil && fast.Type != nil {
+		return command{ID: *fast.ID, Type: *fast.Type, Raw: trimmed}, nil
+	}
+	// Otherwise find out what is wrong, field by field.
 	var env struct {
 		ID   json.RawMessage `json:"id"`
 		Type json.RawMessage `json:"type"`
