@@ -82,14 +82,14 @@ func (c *client) run(ctx context.Context) {
 // every connection.
 func (c *client) runCommand(ctx context.Context, data []byte) {
 	done := make(chan struct{})
-	c.srv.commands.run(func() {
+	go func() {
 		defer close(done)
 		if c.legacy {
 			c.handleLegacy(ctx, data)
 		} else {
 			c.handle(ctx, data)
 		}
-	})
+	}()
 	<-done
 }
 

@@ -43,8 +43,6 @@ type Server struct {
 	auth     authv1.AuthServiceClient
 	room     roomv1.RoomServiceClient
 	presence presencev1.PresenceServiceClient
-	// commands runs commands on goroutines that keep their stacks between commands.
-	commands *workers
 	// calls batches the calls that many connections make at once (see batch.go).
 	calls    calls
 	rdb      redis.UniversalClient
@@ -88,7 +86,6 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.calls = newCalls(s.batchCtx, s.registry, d.Auth, d.Room, d.Presence)
-	s.commands = newWorkers(256, 10*time.Second)
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer (frames larger than it are read in several steps), and write
 		// buffers borrowed from the pool only while writing: an idle connection holds 1 KiB.
@@ -159,7 +156,6 @@ func (r roomRecoverer) Recover(ctx context.Context, room, epoch string, after ui
 // socket with 1001 "going away", takes every connection out of its rooms and presence, and
 // releases its lease, within the shutdown timeout.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	defer s.commands.stop()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	s.ctx = runCtx
