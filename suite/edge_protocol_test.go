@@ -43,6 +43,9 @@ func TestProtocolCommands(t *testing.T) {
 	if code := anon.fails("login", map[string]any{"token": "not-a-token"}); code != "unauthenticated" {
 		t.Fatalf("bad token: %s", code)
 	}
+	if code := anon.fails("login", map[string]any{"token": strings.Repeat("t", 40000)}); code != "bad_request" {
+		t.Fatalf("oversized token: %s", code)
+	}
 	if code := anon.fails("login", map[string]any{}); code != "bad_request" {
 		t.Fatalf("login without credentials: %s", code)
 	}

@@ -27,6 +27,10 @@ const (
 	maxInFlight = 1
 	// maxBatch is the most requests the services take in one batch call.
 	maxBatch = min(authv1.MaxVerifyBatch, presencev1.MaxBatch, roomv1.MaxBatch)
+	// maxReplyBytes bounds the size of a batch reply the edge asks for (its gRPC clients accept
+	// replies of up to maxRecvBytes).
+	maxReplyBytes = 16 << 20
+	maxRecvBytes  = 32 << 20
 )
 
 // batchFunc makes one batch call: a result and an error per request, in order. A failure of
@@ -38,6 +42,8 @@ type batcher[Req, Resp any] struct {
 	call batchFunc[Req, Resp]
 	// sizes observes the number of requests of each batch.
 	sizes prometheus.Observer
+	// max is the most requests of one batch.
+	max int
 	// ctx bounds every batch call: the edge's lifetime and the call timeout.
 	ctx func() (context.Context, context.CancelFunc)
 
@@ -54,7 +60,7 @@ type batchItem[Req, Resp any] struct {
 }
 
 func newBatcher[Req, Resp any](ctx func() (context.Context, context.CancelFunc), sizes prometheus.Observer, call batchFunc[Req, Resp]) *batcher[Req, Resp] {
-	return &batcher[Req, Resp]{call: call, ctx: ctx, sizes: sizes}
+	return &batcher[Req, Resp]{call: call, ctx: ctx, sizes: sizes, max: maxBatch}
 }
 
 // do makes one call through the batcher and waits for its result. The wait is bounded by the
@@ -83,7 +89,7 @@ func (b *batcher[Req, Resp]) run() {
 		// the batch. Costs nothing when nothing else is ready.
 		runtime.Gosched()
 		b.mu.Lock()
-		n := min(len(b.queue), maxBatch)
+		n := min(len(b.queue), b.max)
 		if n == 0 {
 			b.inFlight--
 			b.mu.Unlock()
@@ -151,14 +157,22 @@ type calls struct {
 	unbind   *batcher[string, *presencev1.UnbindResponse]
 }
 
-func newCalls(ctx func() (context.Context, context.CancelFunc), reg prometheus.Registerer, auth authv1.AuthServiceClient, room roomv1.RoomServiceClient, presence presencev1.PresenceServiceClient) calls {
+func newCalls(ctx func() (context.Context, context.CancelFunc), reg prometheus.Registerer, joinMembers int, auth authv1.AuthServiceClient, room roomv1.RoomServiceClient, presence presencev1.PresenceServiceClient) calls {
 	sizes := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "edge_batch_requests",
 		Help:    "Requests per batch call to the services, by call.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 	}, []string{"call"})
 	reg.MustRegister(sizes)
+	join := newBatcher(ctx, sizes.WithLabelValues("join"), func(ctx context.Context, joins []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
+		resp, err := room.JoinBatch(ctx, &roomv1.JoinBatchRequest{Joins: joins})
+		return splitResults(len(joins), resp.GetResults(), err)
+	})
+	// A join's reply may list joinMembers members: keep a batch's reply well under the
+	// message size limits (maxReplyBytes, at ~400 bytes a member at worst).
+	join.max = max(1, min(maxBatch, maxReplyBytes/(400*max(joinMembers, 1))))
 	return calls{
+		join: join,
 		verify: newBatcher(ctx, sizes.WithLabelValues("verify_token"), func(ctx context.Context, tokens []string) ([]*authv1.VerifyTokenResponse, []error) {
 			resp, err := auth.VerifyTokenBatch(ctx, &authv1.VerifyTokenBatchRequest{Tokens: tokens})
 			return splitResults(len(tokens), resp.GetResults(), err)
@@ -166,10 +180,6 @@ func newCalls(ctx func() (context.Context, context.CancelFunc), reg prometheus.R
 		bind: newBatcher(ctx, sizes.WithLabelValues("bind"), func(ctx context.Context, binds []*presencev1.BindRequest) ([]*presencev1.BindResponse, []error) {
 			resp, err := presence.BindBatch(ctx, &presencev1.BindBatchRequest{Binds: binds})
 			return splitResults(len(binds), resp.GetResults(), err)
-		}),
-		join: newBatcher(ctx, sizes.WithLabelValues("join"), func(ctx context.Context, joins []*roomv1.JoinRequest) ([]*roomv1.JoinResponse, []error) {
-			resp, err := room.JoinBatch(ctx, &roomv1.JoinBatchRequest{Joins: joins})
-			return splitResults(len(joins), resp.GetResults(), err)
 		}),
 		leaveAll: newBatcher(ctx, sizes.WithLabelValues("leave_all"), func(ctx context.Context, ids []string) ([]*roomv1.LeaveAllResponse, []error) {
 			resp, err := room.LeaveAllBatch(ctx, &roomv1.LeaveAllBatchRequest{ConnIds: ids})

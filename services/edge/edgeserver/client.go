@@ -254,6 +254,11 @@ func (c *client) login(ctx context.Context, cmd command) (any, *protoError) {
 	defer cancel()
 	switch {
 	case req.Token != nil:
+		// Checked here, not only by auth: an oversized token must not fail the batch it would
+		// share with other connections' logins.
+		if err := (&authv1.VerifyTokenRequest{Token: *req.Token}).Validate(); err != nil {
+			return nil, errorf(codeBadRequest, "%s", err.Error())
+		}
 		resp, err := c.srv.calls.verify.do(*req.Token)
 		if err != nil {
 			return nil, fromRPC(err)

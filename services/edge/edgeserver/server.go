@@ -85,7 +85,7 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 	}
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.calls = newCalls(s.batchCtx, s.registry, d.Auth, d.Room, d.Presence)
+	s.calls = newCalls(s.batchCtx, s.registry, cfg.JoinMembers, d.Auth, d.Room, d.Presence)
 	s.upgrader = websocket.Upgrader{
 		// A small read buffer (frames larger than it are read in several steps), and write
 		// buffers borrowed from the pool only while writing: an idle connection holds 1 KiB.
@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	dial := func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvBytes)),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 			// Reconnect within seconds when a service comes back (gRPC's default backoff
 			// grows to two minutes).
