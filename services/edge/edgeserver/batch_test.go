@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +115,30 @@ func TestSplitResults(t *testing.T) {
 	for _, err := range errs {
 		if status.Code(err) != codes.Internal {
 			t.Fatalf("short reply: %v", errs)
+		}
+	}
+}
+
+// TestPublishBatchLen: a batch of sends stops at MaxPublishBatch sends or at its byte bound,
+// and always takes at least one.
+func TestPublishBatchLen(t *testing.T) {
+	send := func(chars int) queuedSend {
+		return queuedSend{req: &roomv1.PublishRequest{Room: "r", Text: strings.Repeat("長", chars)}}
+	}
+	var small, big []queuedSend
+	for range 300 {
+		small = append(small, send(1))
+		big = append(big, send(4000)) // 12,000 bytes each
+	}
+	for _, tc := range []struct {
+		queue []queuedSend
+		want  int
+	}{
+		{nil, 0}, {small[:1], 1}, {small, roomv1.MaxPublishBatch}, {big, maxPublishBatchBytes / (12000 + 257)},
+		{[]queuedSend{send(100000)}, 1},
+	} {
+		if got := publishBatchLen(tc.queue); got != tc.want {
+			t.Errorf("%d sends: batch of %d, want %d", len(tc.queue), got, tc.want)
 		}
 	}
 }

@@ -60,10 +60,7 @@ func (c *client) sendLoop(ctx context.Context) {
 	q := &c.sends
 	for {
 		q.mu.Lock()
-		batch := q.queue
-		if len(batch) > roomv1.MaxPublishBatch {
-			batch = batch[:roomv1.MaxPublishBatch]
-		}
+		batch := q.queue[:publishBatchLen(q.queue)]
 		q.queue = q.queue[len(batch):]
 		if len(batch) == 0 {
 			q.queue = nil
@@ -93,4 +90,22 @@ func (c *client) publishBatch(ctx context.Context, batch []queuedSend) {
 		}
 		c.reply(s.id, map[string]any{"seq": resps[i].GetSeq(), "ts": resps[i].GetTs().AsTime().UnixMilli()}, nil)
 	}
+}
+
+// maxPublishBatchBytes bounds the text of one PublishBatch, well under the room service's
+// request limit (1 MiB by default).
+const maxPublishBatchBytes = 256 << 10
+
+// publishBatchLen is how many of the queued sends go in the next batch: at most
+// MaxPublishBatch, and at most maxPublishBatchBytes of text unless a single send.
+func publishBatchLen(queue []queuedSend) int {
+	n, size := 0, 0
+	for _, s := range queue {
+		size += len(s.req.GetText()) + len(s.req.GetClientMsgId()) + len(s.req.GetRoom()) + 256
+		if n == roomv1.MaxPublishBatch || (n > 0 && size > maxPublishBatchBytes) {
+			break
+		}
+		n++
+	}
+	return n
 }
