@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -70,4 +71,18 @@ func BatchResults[Resp, Result any](resps []Resp, errs []error, result func(code
 		out[i] = result(code, msg, resps[i])
 	}
 	return out
+}
+
+// ValidItems checks each of n batch items with validate: an invalid item's error becomes
+// InvalidArgument in errs (so it fails alone); it returns the indexes of the valid ones.
+func ValidItems(n int, errs []error, validate func(i int) error) []int {
+	valid := make([]int, 0, n)
+	for i := range n {
+		if err := validate(i); err != nil {
+			errs[i] = status.Error(codes.InvalidArgument, err.Error())
+			continue
+		}
+		valid = append(valid, i)
+	}
+	return valid
 }

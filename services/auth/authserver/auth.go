@@ -155,14 +155,12 @@ func (s *Service) VerifyTokenBatch(ctx context.Context, req *authv1.VerifyTokenB
 func (s *Service) verifyTokens(ctx context.Context, tokens []string) ([]*authv1.VerifyTokenResponse, []error) {
 	resps := make([]*authv1.VerifyTokenResponse, len(tokens))
 	errs := make([]error, len(tokens))
-	var hashes []string
-	var at []int
-	for i, tok := range tokens {
-		if err := (&authv1.VerifyTokenRequest{Token: tok}).Validate(); err != nil {
-			errs[i] = status.Error(codes.InvalidArgument, err.Error())
-			continue
-		}
-		hashes, at = append(hashes, hashToken(tok)), append(at, i)
+	at := platform.ValidItems(len(tokens), errs, func(i int) error {
+		return (&authv1.VerifyTokenRequest{Token: tokens[i]}).Validate()
+	})
+	hashes := make([]string, len(at))
+	for j, i := range at {
+		hashes[j] = hashToken(tokens[i])
 	}
 	if len(hashes) == 0 {
 		return resps, errs

@@ -75,11 +75,8 @@ func (s *Service) bindMany(ctx context.Context, reqs []*presencev1.BindRequest) 
 		b  binding
 	}
 	var live []item
-	for i, req := range reqs {
-		if err := req.Validate(); err != nil {
-			errs[i] = status.Error(codes.InvalidArgument, err.Error())
-			continue
-		}
+	for _, i := range platform.ValidItems(len(reqs), errs, func(i int) error { return reqs[i].Validate() }) {
+		req := reqs[i]
 		live = append(live, item{i, binding{ConnID: req.GetConnId(), UserID: req.GetUserId(), Username: req.GetUsername(), EdgeID: req.GetEdgeId(), BoundAt: now}})
 	}
 	bindings := func(items []item) []binding {
@@ -197,14 +194,12 @@ func (s *Service) UnbindBatch(ctx context.Context, req *presencev1.UnbindBatchRe
 func (s *Service) unbindConns(ctx context.Context, connIDs []string) ([]*presencev1.UnbindResponse, []error) {
 	resps := make([]*presencev1.UnbindResponse, len(connIDs))
 	errs := make([]error, len(connIDs))
-	var ids []string
-	var at []int
-	for i, id := range connIDs {
-		if err := (&presencev1.UnbindRequest{ConnId: id}).Validate(); err != nil {
-			errs[i] = status.Error(codes.InvalidArgument, err.Error())
-			continue
-		}
-		ids, at = append(ids, id), append(at, i)
+	at := platform.ValidItems(len(connIDs), errs, func(i int) error {
+		return (&presencev1.UnbindRequest{ConnId: connIDs[i]}).Validate()
+	})
+	ids := make([]string, len(at))
+	for j, i := range at {
+		ids[j] = connIDs[i]
 	}
 	records, ok, rerrs := s.store.connRecords(ctx, ids)
 	var bs []binding

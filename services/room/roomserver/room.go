@@ -59,11 +59,8 @@ func (s *Service) joinMany(ctx context.Context, reqs []*roomv1.JoinRequest) ([]*
 	args := make([]joinArgs, 0, len(reqs))
 	at := make([]int, 0, len(reqs)) // the request of each args entry
 	ts := timestamppb.New(s.now())
-	for i, req := range reqs {
-		if err := req.Validate(); err != nil {
-			errs[i] = status.Error(codes.InvalidArgument, err.Error())
-			continue
-		}
+	for _, i := range platform.ValidItems(len(reqs), errs, func(i int) error { return reqs[i].Validate() }) {
+		req := reqs[i]
 		limit := int(req.GetMemberLimit())
 		if limit == 0 {
 			limit = roomv1.DefaultJoinMembers
@@ -146,14 +143,12 @@ func (s *Service) LeaveAllBatch(ctx context.Context, req *roomv1.LeaveAllBatchRe
 func (s *Service) leaveAllMany(ctx context.Context, connIDs []string) ([]*roomv1.LeaveAllResponse, []error) {
 	resps := make([]*roomv1.LeaveAllResponse, len(connIDs))
 	errs := make([]error, len(connIDs))
-	valid := make([]string, 0, len(connIDs))
-	at := make([]int, 0, len(connIDs))
-	for i, id := range connIDs {
-		if err := (&roomv1.LeaveAllRequest{ConnId: id}).Validate(); err != nil {
-			errs[i] = status.Error(codes.InvalidArgument, err.Error())
-			continue
-		}
-		valid, at = append(valid, id), append(at, i)
+	at := platform.ValidItems(len(connIDs), errs, func(i int) error {
+		return (&roomv1.LeaveAllRequest{ConnId: connIDs[i]}).Validate()
+	})
+	valid := make([]string, len(at))
+	for j, i := range at {
+		valid[j] = connIDs[i]
 	}
 	rooms, lerrs := s.leaveAll(ctx, valid)
 	for j, i := range at {
