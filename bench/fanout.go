@@ -163,6 +163,9 @@ func runFanout(t *target, p fanoutParams, tokens []string) (fanoutResult, error)
 			defer pwg.Done()
 			var tick *time.Ticker
 			if p.Rate > 0 {
+				// Publisher pi sends at pi/Rate + k*Pubs/Rate seconds, so that together they
+				// send one message every 1/Rate seconds, not Pubs messages at once.
+				time.Sleep(time.Duration(float64(time.Second) * float64(pi) / float64(p.Rate)))
 				tick = time.NewTicker(time.Duration(float64(time.Second) * float64(p.Pubs) / float64(p.Rate)))
 				defer tick.Stop()
 			}
