@@ -24,14 +24,31 @@ type frame struct {
 }
 
 // outbox is a connection's outbound queue, bounded in bytes. A writer goroutine runs only
-// while it holds frames, so an idle connection has none.
+// while it holds frames, so an idle connection has none; the queue's slice comes from a pool
+// while frames are queued or being written, and goes back when the writer ends.
 type outbox struct {
 	mu      sync.Mutex
-	frames  []frame
+	frames  *[]frame // nil while nothing is queued and no writer runs
 	bytes   int
 	max     int
 	closed  bool
 	writing bool
+}
+
+// framesPool holds emptied frame slices (frames are queued for every delivery: without it
+// they were most of the edge's garbage).
+var framesPool = sync.Pool{New: func() any { fs := make([]frame, 0, 16); return &fs }}
+
+// maxPooledFrames bounds the capacity of a slice kept in framesPool.
+const maxPooledFrames = 256
+
+func putFrames(fs *[]frame) {
+	if fs == nil || cap(*fs) > maxPooledFrames {
+		return
+	}
+	clear(*fs) // no shared event is kept alive by the pool
+	*fs = (*fs)[:0]
+	framesPool.Put(fs)
 }
 
 // push queues f. It reports false when the queue would exceed its bound (or is closed), and
@@ -42,7 +59,10 @@ func (o *outbox) push(f frame) (ok, start bool) {
 	if o.closed || o.bytes+f.size > o.max {
 		return false, false
 	}
-	o.frames = append(o.frames, f)
+	if o.frames == nil {
+		o.frames = framesPool.Get().(*[]frame)
+	}
+	*o.frames = append(*o.frames, f)
 	o.bytes += f.size
 	if !o.writing {
 		o.writing = true
@@ -51,15 +71,21 @@ func (o *outbox) push(f frame) (ok, start bool) {
 	return true, false
 }
 
-// take removes and returns everything queued; when nothing is, the writer is done.
-func (o *outbox) take() []frame {
+// take removes and returns everything queued, and queues what follows into spare (the slice
+// the writer has just written, emptied; nil for a new one). When nothing is queued it returns
+// nil: the writer is done, and both slices go back to the pool.
+func (o *outbox) take(spare *[]frame) *[]frame {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	fs := o.frames
-	o.frames, o.bytes = nil, 0
-	if len(fs) == 0 {
+	if fs == nil || len(*fs) == 0 {
 		o.writing = false
+		o.frames = nil
+		putFrames(fs)
+		putFrames(spare)
+		return nil
 	}
+	o.frames, o.bytes = spare, 0
 	return fs
 }
 
@@ -84,6 +110,8 @@ type socket struct {
 	closing atomic.Bool
 	// pinger queues a ping every PingInterval.
 	pinger *time.Timer
+	// writeDeadline is the deadline of frame writes (used by the writer only).
+	writeDeadline time.Time
 }
 
 func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
@@ -162,6 +190,7 @@ func (s *socket) slowConsumer() {
 // write sends queued frames until the queue is empty, each batch coalesced into one flush
 // (after letting frames gather for WriteDelay), then ends; the next frame starts a new writer.
 func (s *socket) write() {
+	var spare *[]frame
 	for {
 		if s.cfg.WriteDelay > 0 {
 			select {
@@ -169,12 +198,12 @@ func (s *socket) write() {
 			case <-time.After(s.cfg.WriteDelay):
 			}
 		}
-		frames := s.out.take()
-		if len(frames) == 0 {
+		frames := s.out.take(spare)
+		if frames == nil {
 			return
 		}
-		_ = s.ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		for _, f := range frames {
+		s.renewWriteDeadline()
+		for _, f := range *frames {
 			var err error
 			switch {
 			case f.ping:
@@ -195,7 +224,22 @@ func (s *socket) write() {
 			s.abort()
 			return
 		}
+		clear(*frames) // no shared event is kept alive by the spare
+		*frames = (*frames)[:0]
+		spare = frames
 	}
+}
+
+// renewWriteDeadline gives the writes that follow WriteTimeout again once half of it is
+// used: a write still fails after blocking between half and all of WriteTimeout, and a busy
+// connection does not re-arm its deadline for every burst.
+func (s *socket) renewWriteDeadline() {
+	now := time.Now()
+	if s.writeDeadline.Sub(now) >= s.cfg.WriteTimeout/2 {
+		return
+	}
+	s.writeDeadline = now.Add(s.cfg.WriteTimeout)
+	_ = s.ws.SetWriteDeadline(s.writeDeadline)
 }
 
 // writeParts writes one text message from its parts.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // bufSize is the size of a pooled write buffer.
@@ -19,10 +20,44 @@ var pool = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b 
 
 // Conn buffers what gorilla/websocket writes to the TCP connection until Flush. gorilla
 // serializes its own writes; the mutex also orders them with Flush.
+//
+// gorilla sets the write deadline before every frame it writes; Conn keeps it and passes it to
+// the TCP connection only when bytes actually go out and only if it changed (setting a
+// deadline re-arms a runtime timer: for many frames per write that was the largest cost).
 type Conn struct {
 	net.Conn
 	mu  sync.Mutex
 	buf *[]byte
+	// deadline is the write deadline last set; applied is the one the TCP connection has.
+	deadline, applied time.Time
+}
+
+// SetWriteDeadline sets the deadline of the writes that follow (applied when they reach the
+// TCP connection).
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return nil
+}
+
+// SetDeadline sets both deadlines, the write one as SetWriteDeadline does.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// writeLocked writes p to the TCP connection under the current write deadline.
+func (c *Conn) writeLocked(p []byte) (int, error) {
+	if !c.deadline.Equal(c.applied) {
+		if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+			return 0, err
+		}
+		c.applied = c.deadline
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *Conn) Write(p []byte) (int, error) {
@@ -36,7 +71,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) > cap(*c.buf) {
-			return c.Conn.Write(p)
+			return c.writeLocked(p)
 		}
 	}
 	*c.buf = append(*c.buf, p...)
@@ -56,7 +91,7 @@ func (c *Conn) flushLocked(release bool) error {
 	}
 	var err error
 	if len(*c.buf) > 0 {
-		_, err = c.Conn.Write(*c.buf)
+		_, err = c.writeLocked(*c.buf)
 		*c.buf = (*c.buf)[:0]
 	}
 	if release {
