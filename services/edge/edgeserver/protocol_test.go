@@ -3,6 +3,7 @@ package edgeserver
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/http/httptest"
 	"reflect"
 	"testing"
@@ -28,6 +29,10 @@ func TestParseCommand(t *testing.T) {
 		{`[{"id":7}]`, 0, "", codeBadRequest},
 		{`{"id":7,"type":"ping"`, 0, "", codeBadRequest},
 		{``, 0, "", codeBadRequest},
+		// The fast path's markers, sent for real, still parse (by the slow path).
+		{`{"id":-9223372036854775808,"type":"ping"}`, math.MinInt64, "ping", ""},
+		{`{"id":7,"type":"\u0000absent"}`, 7, "\x00absent", ""},
+		{`{"id":null,"type":"ping"}`, 0, "ping", ""},
 	}
 	for _, tc := range tests {
 		cmd, perr := parseCommand([]byte(tc.frame))
