@@ -65,6 +65,8 @@ type Server struct {
 
 	// ctx is the edge's lifetime, set by Serve.
 	ctx context.Context
+	// linger tells idle socket writers when to end.
+	linger *lingerClock
 }
 
 // Deps are the clients an edge uses.
@@ -81,7 +83,7 @@ func New(cfg Config, log *slog.Logger, d Deps) *Server {
 		cfg: cfg, log: log, auth: d.Auth, room: d.Room, presence: d.Presence, rdb: d.Redis,
 		limits: newUserLimits(cfg.UserRate, cfg.UserBurst), origins: cfg.origins(),
 		clients: map[*client]struct{}{}, unreleased: map[string]struct{}{},
-		registry: prometheus.NewRegistry(),
+		registry: prometheus.NewRegistry(), linger: newLingerClock(),
 	}
 	s.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_connections", Help: "Open WebSocket connections."})
 	s.registry.MustRegister(s.connections, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -170,7 +172,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		defer close(hbDone)
 		s.heartbeatLoop(hbCtx)
 	}()
-	workers := []func(context.Context){s.hub.run, s.retryReleases}
+	workers := []func(context.Context){s.hub.run, s.retryReleases, func(ctx context.Context) { s.linger.run(ctx, lingerPeriod) }}
 	for _, w := range workers {
 		wg.Add(1)
 		go func() {
@@ -291,7 +293,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, legacy bool) {
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	c := &client{
-		srv: s, sock: newSocket(ws, hj.Conn, &s.cfg), id: s.nextConnID(), remoteIP: host, legacy: legacy,
+		srv: s, sock: newSocket(ws, hj.Conn, &s.cfg, s.linger), id: s.nextConnID(), remoteIP: host, legacy: legacy,
 		rooms: map[string]bool{}, connLimit: rate.NewLimiter(rate.Limit(s.cfg.ConnRate), s.cfg.ConnBurst),
 	}
 	if !s.track(c) {

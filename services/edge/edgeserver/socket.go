@@ -1,6 +1,7 @@
 package edgeserver
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,9 @@ type outbox struct {
 	bytes   int
 	max     int
 	closed  bool
-	writing bool
+	writing bool // a writer goroutine exists
+	parked  bool // the writer waits on wake for frames (see socket.linger)
+	wake    chan struct{}
 }
 
 // framesPool holds emptied frame slices (frames are queued for every delivery: without it
@@ -68,25 +71,85 @@ func (o *outbox) push(f frame) (ok, start bool) {
 		o.writing = true
 		return true, true
 	}
+	if o.parked {
+		o.parked = false
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+	}
 	return true, false
 }
 
 // take removes and returns everything queued, and queues what follows into spare (the slice
 // the writer has just written, emptied; nil for a new one). When nothing is queued it returns
-// nil: the writer is done, and both slices go back to the pool.
+// nil and the writer is parked: a push wakes it (wake), or retire ends it.
 func (o *outbox) take(spare *[]frame) *[]frame {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	fs := o.frames
 	if fs == nil || len(*fs) == 0 {
-		o.writing = false
 		o.frames = nil
 		putFrames(fs)
-		putFrames(spare)
+		o.parked = true
+		if o.wake == nil {
+			o.wake = make(chan struct{}, 1)
+		}
 		return nil
 	}
 	o.frames, o.bytes = spare, 0
 	return fs
+}
+
+// retire ends a parked writer; false if frames came meanwhile (the writer goes on).
+func (o *outbox) retire() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.parked {
+		return false
+	}
+	o.parked, o.writing = false, false
+	return true
+}
+
+// lingerPeriod is how often the lingerClock ticks: a writer outlives its last frame by at most
+// that.
+const lingerPeriod = 50 * time.Millisecond
+
+// lingerClock ticks for parked writers. A writer whose queue empties waits for more frames
+// until the next tick instead of ending at once, so a connection that receives often keeps
+// one writer instead of starting a goroutine (and growing its stack again) for every burst,
+// while one that has gone quiet has no writer a tick later. One clock serves every socket,
+// so waiting costs no timer per writer.
+type lingerClock struct {
+	mu   sync.Mutex
+	tick chan struct{} // closed at the next tick
+}
+
+func newLingerClock() *lingerClock { return &lingerClock{tick: make(chan struct{})} }
+
+// next is closed at the next tick.
+func (l *lingerClock) next() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tick
+}
+
+// run ticks every period until ctx is done.
+func (l *lingerClock) run(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.mu.Lock()
+			close(l.tick)
+			l.tick = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}
 }
 
 func (o *outbox) close() {
@@ -112,10 +175,11 @@ type socket struct {
 	pinger *time.Timer
 	// writeDeadline is the deadline of frame writes (used by the writer only).
 	writeDeadline time.Time
+	clock         *lingerClock
 }
 
-func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config) *socket {
-	s := &socket{ws: ws, bc: bc, out: &outbox{max: cfg.OutboundQueueBytes}, cfg: cfg, done: make(chan struct{})}
+func newSocket(ws *websocket.Conn, bc *wsbuf.Conn, cfg *Config, clock *lingerClock) *socket {
+	s := &socket{ws: ws, bc: bc, out: &outbox{max: cfg.OutboundQueueBytes}, cfg: cfg, done: make(chan struct{}), clock: clock}
 	ws.SetReadLimit(cfg.MaxFrameBytes)
 	_ = ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 	ws.SetPongHandler(func(string) error {
@@ -187,8 +251,9 @@ func (s *socket) slowConsumer() {
 	go s.closeWith(websocket.ClosePolicyViolation, "slow consumer")
 }
 
-// write sends queued frames until the queue is empty, each batch coalesced into one flush
-// (after letting frames gather for WriteDelay), then ends; the next frame starts a new writer.
+// write sends queued frames, each batch coalesced into one flush (after letting frames gather
+// for WriteDelay), and lingers when the queue is empty; once it ends, the next frame starts a
+// new writer.
 func (s *socket) write() {
 	var spare *[]frame
 	for {
@@ -200,6 +265,10 @@ func (s *socket) write() {
 		}
 		frames := s.out.take(spare)
 		if frames == nil {
+			if s.linger() {
+				continue
+			}
+			putFrames(spare)
 			return
 		}
 		s.renewWriteDeadline()
@@ -228,6 +297,18 @@ func (s *socket) write() {
 		*frames = (*frames)[:0]
 		spare = frames
 	}
+}
+
+// linger waits, parked, for frames until the clock's next tick or the connection's end; it
+// reports whether the writer goes on.
+func (s *socket) linger() bool {
+	select {
+	case <-s.out.wake:
+		return true
+	case <-s.clock.next():
+	case <-s.done:
+	}
+	return !s.out.retire()
 }
 
 // renewWriteDeadline gives the writes that follow WriteTimeout again once half of it is
