@@ -3,6 +3,7 @@ package edgeserver
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -38,6 +39,7 @@ type client struct {
 	authTimer   *time.Timer
 	legacyState legacyState
 	sends       sendQueue
+	commands    commandRunner
 }
 
 var _ member = (*client)(nil)
@@ -77,20 +79,77 @@ func (c *client) run(ctx context.Context) {
 	}
 }
 
-// runCommand runs one command to its end on a goroutine of its own: commands still run one at
-// a time, but the deep stack of a command (gRPC calls) is not kept by the idle read loop of
-// every connection.
+// runCommand runs one command to its end on the connection's command goroutine: commands
+// still run one at a time, but the deep stack of a command (gRPC calls) is not kept by the idle
+// read loop of every connection. The command goroutine lingers like a socket writer (until the
+// next tick of the linger clock), so a busy connection's commands reuse one grown stack
+// instead of growing a fresh goroutine's for every command.
 func (c *client) runCommand(ctx context.Context, data []byte) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if c.legacy {
-			c.handleLegacy(ctx, data)
-		} else {
-			c.handle(ctx, data)
+	r := &c.commands
+	r.mu.Lock()
+	if r.done == nil {
+		r.done, r.wake = make(chan struct{}, 1), make(chan struct{}, 1)
+	}
+	r.next = data
+	start := !r.alive
+	if start {
+		r.alive = true
+	} else if r.parked {
+		r.parked = false
+		select {
+		case r.wake <- struct{}{}:
+		default:
 		}
-	}()
-	<-done
+	}
+	r.mu.Unlock()
+	if start {
+		go c.commandLoop(ctx)
+	}
+	<-r.done
+}
+
+// commandRunner hands commands from the read loop to the command goroutine.
+type commandRunner struct {
+	mu     sync.Mutex
+	next   []byte // the command to run
+	alive  bool   // a command goroutine exists
+	parked bool   // it waits on wake
+	wake   chan struct{}
+	done   chan struct{} // a command has run
+}
+
+// commandLoop runs the connection's commands until it has lingered a tick without one.
+func (c *client) commandLoop(ctx context.Context) {
+	r := &c.commands
+	for {
+		r.mu.Lock()
+		data := r.next
+		r.next = nil
+		r.parked = data == nil
+		r.mu.Unlock()
+		if data != nil {
+			if c.legacy {
+				c.handleLegacy(ctx, data)
+			} else {
+				c.handle(ctx, data)
+			}
+			r.done <- struct{}{}
+			continue
+		}
+		select {
+		case <-r.wake:
+			continue
+		case <-c.srv.linger.next():
+		case <-c.sock.done:
+		}
+		r.mu.Lock()
+		if r.parked {
+			r.parked, r.alive = false, false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
 }
 
 // armAuthTimer closes the socket unless it authenticates within the auth timeout.
