@@ -42,7 +42,8 @@ type Config struct {
 	// PingInterval is how often the edge pings; PongTimeout is how long a silent peer lives.
 	// Defaults 25s and 60s.
 	PingInterval, PongTimeout time.Duration
-	// WriteTimeout bounds one write to a socket. Default 10s.
+	// WriteTimeout bounds one write to a socket: a write that blocks fails after between half
+	// and all of it (a busy socket's deadline is renewed once half used). Default 10s.
 	WriteTimeout time.Duration
 	// WriteDelay is how long a connection's writer lets frames gather after the first one
 	// arrives before it writes them all with one syscall: a little latency for far fewer

@@ -116,11 +116,12 @@ func (o *outbox) retire() bool {
 // that.
 const lingerPeriod = 50 * time.Millisecond
 
-// lingerClock ticks for parked writers. A writer whose queue empties waits for more frames
-// until the next tick instead of ending at once, so a connection that receives often keeps
-// one writer instead of starting a goroutine (and growing its stack again) for every burst,
-// while one that has gone quiet has no writer a tick later. One clock serves every socket,
-// so waiting costs no timer per writer.
+// lingerClock ticks for parked goroutines: socket writers and command goroutines. A writer
+// whose queue empties waits for more frames until the next tick instead of ending at once, so
+// a connection that receives often keeps one writer instead of starting a goroutine (and
+// growing its stack again) for every burst, while one that has gone quiet has no writer a tick
+// later (and so no stack: idle connections stay small). One clock serves every connection, so
+// waiting costs no timer each.
 type lingerClock struct {
 	mu   sync.Mutex
 	tick chan struct{} // closed at the next tick
