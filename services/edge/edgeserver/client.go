@@ -88,19 +88,10 @@ func (c *client) runCommand(ctx context.Context, data []byte) {
 	r := &c.commands
 	r.mu.Lock()
 	if r.done == nil {
-		r.done, r.wake = make(chan struct{}, 1), make(chan struct{}, 1)
+		r.done = make(chan struct{}, 1)
 	}
 	r.next = data
-	start := !r.alive
-	if start {
-		r.alive = true
-	} else if r.parked {
-		r.parked = false
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
-	}
+	start := r.runner.notify()
 	r.mu.Unlock()
 	if start {
 		go c.commandLoop(ctx)
@@ -112,9 +103,7 @@ func (c *client) runCommand(ctx context.Context, data []byte) {
 type commandRunner struct {
 	mu     sync.Mutex
 	next   []byte // the command to run
-	alive  bool   // a command goroutine exists
-	parked bool   // it waits on wake
-	wake   chan struct{}
+	runner lingering
 	done   chan struct{} // a command has run
 }
 
@@ -125,7 +114,9 @@ func (c *client) commandLoop(ctx context.Context) {
 		r.mu.Lock()
 		data := r.next
 		r.next = nil
-		r.parked = data == nil
+		if data == nil {
+			r.runner.park()
+		}
 		r.mu.Unlock()
 		if data != nil {
 			if c.legacy {
@@ -136,19 +127,15 @@ func (c *client) commandLoop(ctx context.Context) {
 			r.done <- struct{}{}
 			continue
 		}
-		select {
-		case <-r.wake:
+		if r.runner.wait(c.srv.linger, c.sock.done) {
 			continue
-		case <-c.srv.linger.next():
-		case <-c.sock.done:
 		}
 		r.mu.Lock()
-		if r.parked {
-			r.parked, r.alive = false, false
-			r.mu.Unlock()
+		end := r.runner.retire()
+		r.mu.Unlock()
+		if end {
 			return
 		}
-		r.mu.Unlock()
 	}
 }
 

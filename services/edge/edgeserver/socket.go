@@ -1,7 +1,6 @@
 package edgeserver
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -28,14 +27,13 @@ type frame struct {
 // while it holds frames, so an idle connection has none; the queue's slice comes from a pool
 // while frames are queued or being written, and goes back when the writer ends.
 type outbox struct {
-	mu      sync.Mutex
-	frames  *[]frame // nil while nothing is queued and no writer runs
-	bytes   int
-	max     int
-	closed  bool
-	writing bool // a writer goroutine exists
-	parked  bool // the writer waits on wake for frames (see socket.linger)
-	wake    chan struct{}
+	mu     sync.Mutex
+	frames *[]frame // nil while nothing is queued and no writer runs
+	bytes  int
+	max    int
+	closed bool
+	// writer is the writer goroutine's state.
+	writer lingering
 }
 
 // framesPool holds emptied frame slices (frames are queued for every delivery: without it
@@ -67,18 +65,7 @@ func (o *outbox) push(f frame) (ok, start bool) {
 	}
 	*o.frames = append(*o.frames, f)
 	o.bytes += f.size
-	if !o.writing {
-		o.writing = true
-		return true, true
-	}
-	if o.parked {
-		o.parked = false
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
-	}
-	return true, false
+	return true, o.writer.notify()
 }
 
 // take removes and returns everything queued, and queues what follows into spare (the slice
@@ -91,10 +78,7 @@ func (o *outbox) take(spare *[]frame) *[]frame {
 	if fs == nil || len(*fs) == 0 {
 		o.frames = nil
 		putFrames(fs)
-		o.parked = true
-		if o.wake == nil {
-			o.wake = make(chan struct{}, 1)
-		}
+		o.writer.park()
 		return nil
 	}
 	o.frames, o.bytes = spare, 0
@@ -105,52 +89,7 @@ func (o *outbox) take(spare *[]frame) *[]frame {
 func (o *outbox) retire() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.parked {
-		return false
-	}
-	o.parked, o.writing = false, false
-	return true
-}
-
-// lingerPeriod is how often the lingerClock ticks: a writer outlives its last frame by at most
-// that.
-const lingerPeriod = 50 * time.Millisecond
-
-// lingerClock ticks for parked goroutines: socket writers and command goroutines. A writer
-// whose queue empties waits for more frames until the next tick instead of ending at once, so
-// a connection that receives often keeps one writer instead of starting a goroutine (and
-// growing its stack again) for every burst, while one that has gone quiet has no writer a tick
-// later (and so no stack: idle connections stay small). One clock serves every connection, so
-// waiting costs no timer each.
-type lingerClock struct {
-	mu   sync.Mutex
-	tick chan struct{} // closed at the next tick
-}
-
-func newLingerClock() *lingerClock { return &lingerClock{tick: make(chan struct{})} }
-
-// next is closed at the next tick.
-func (l *lingerClock) next() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.tick
-}
-
-// run ticks every period until ctx is done.
-func (l *lingerClock) run(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.mu.Lock()
-			close(l.tick)
-			l.tick = make(chan struct{})
-			l.mu.Unlock()
-		}
-	}
+	return o.writer.retire()
 }
 
 func (o *outbox) close() {
@@ -303,13 +242,7 @@ func (s *socket) write() {
 // linger waits, parked, for frames until the clock's next tick or the connection's end; it
 // reports whether the writer goes on.
 func (s *socket) linger() bool {
-	select {
-	case <-s.out.wake:
-		return true
-	case <-s.clock.next():
-	case <-s.done:
-	}
-	return !s.out.retire()
+	return s.out.writer.wait(s.clock, s.done) || !s.out.retire()
 }
 
 // renewWriteDeadline gives the writes that follow WriteTimeout again once half of it is

@@ -33,7 +33,7 @@ func TestOutboxWriterLifecycle(t *testing.T) {
 		t.Fatalf("push to a parked writer: ok %v start %v, want it woken, not a new one", ok, start)
 	}
 	select {
-	case <-o.wake:
+	case <-o.writer.wake:
 	default:
 		t.Fatal("parked writer not woken")
 	}
