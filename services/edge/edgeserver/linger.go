@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/chatrt/chat/platform"
 )
 
 // lingerPeriod is how often the lingerClock ticks: a lingering goroutine outlives its last
@@ -32,19 +34,12 @@ func (l *lingerClock) next() <-chan struct{} {
 
 // run ticks every period until ctx is done.
 func (l *lingerClock) run(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.mu.Lock()
-			close(l.tick)
-			l.tick = make(chan struct{})
-			l.mu.Unlock()
-		}
-	}
+	platform.Every(ctx, period, func() {
+		l.mu.Lock()
+		close(l.tick)
+		l.tick = make(chan struct{})
+		l.mu.Unlock()
+	})
 }
 
 // lingering is the state of a goroutine that runs while there is work and then lingers until

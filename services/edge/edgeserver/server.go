@@ -360,14 +360,7 @@ func (s *Server) batchCtx() (context.Context, context.CancelFunc) {
 
 // retryReleases retries failed connection cleanups every two seconds until ctx is done.
 func (s *Server) retryReleases(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	platform.Every(ctx, 2*time.Second, func() {
 		s.mu.Lock()
 		var ids []string
 		for id := range s.unreleased {
@@ -381,7 +374,7 @@ func (s *Server) retryReleases(ctx context.Context) {
 				s.mu.Unlock()
 			}
 		}
-	}
+	})
 }
 
 // heartbeatLoop keeps the edge's presence lease. Should presence report a new lease while the

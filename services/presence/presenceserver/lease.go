@@ -6,6 +6,7 @@ import (
 	"time"
 
 	presencev1 "github.com/chatrt/chat/gen/chat/presence/v1"
+	"github.com/chatrt/chat/platform"
 )
 
 // sweepBatch is how many lapsed edges one sweep handles; the rest wait for the next.
@@ -15,20 +16,13 @@ const sweepBatch = 100
 // replicas may sweep at once: unbinding is idempotent and each unbind's events are appended by
 // exactly one of them (see unbind_user.lua).
 func (s *Service) RunSweeper(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	platform.Every(ctx, s.cfg.SweepInterval, func() {
 		sctx, cancel := context.WithTimeout(ctx, 4*s.cfg.SweepInterval+10*time.Second)
+		defer cancel()
 		if err := s.Sweep(sctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("lease sweep failed; retrying next interval", "err", err)
 		}
-		cancel()
-	}
+	})
 }
 
 // Sweep unbinds the connections of every edge whose lease has lapsed. A lapsed lease is kept
