@@ -23,9 +23,10 @@ type frame struct {
 	ping  bool
 }
 
-// outbox is a connection's outbound queue, bounded in bytes. A writer goroutine runs only
-// while it holds frames, so an idle connection has none; the queue's slice comes from a pool
-// while frames are queued or being written, and goes back when the writer ends.
+// outbox is a connection's outbound queue, bounded in bytes. A writer goroutine runs while
+// frames are queued and lingers up to a tick of the linger clock after (see lingering), so an
+// idle connection has none; the queue's slices come from a pool and go back when the writer
+// ends.
 type outbox struct {
 	mu     sync.Mutex
 	frames *[]frame // nil while nothing is queued and no writer runs
