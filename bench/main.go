@@ -104,6 +104,13 @@ func run(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	conns := o.conns
+	if scenario == "fanout" || scenario == "smoke" {
+		conns = o.subs + o.pubs
+	}
+	if err := checkOpenFiles(conns); err != nil {
+		return err
+	}
 	repo, err := repoRoot()
 	if err != nil {
 		return err
@@ -131,6 +138,21 @@ func run(args []string) error {
 		return cleanup(dir, o)
 	}
 	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+// checkOpenFiles fails early when the scenario's connections cannot all be open at once:
+// the load generator (and an edge) hold one file per connection, and Go raises the soft limit
+// only as far as the hard one.
+func checkOpenFiles(conns int) error {
+	need := uint64(conns) + 200 // and the processes' own files
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Max < need {
+		return fmt.Errorf("%d connections need about %d open files per process, but the limit is %d (ulimit -Hn)", conns, need, lim.Max)
+	}
+	return nil
 }
 
 func repoRoot() (string, error) {
