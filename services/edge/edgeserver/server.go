@@ -65,7 +65,7 @@ type Server struct {
 
 	// ctx is the edge's lifetime, set by Serve.
 	ctx context.Context
-	// linger tells idle socket writers when to end.
+	// linger tells idle socket writers and command goroutines when to end.
 	linger *lingerClock
 }
 
